@@ -1,0 +1,98 @@
+"""Swin Transformer model zoo and checkpoint handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swinedge.errors import SwinedgeError
+from swinedge.manifest import manifest_path, write_manifest
+from swinedge.models.checkpoint import (
+    checkpoint_filter_fn,
+    is_official_layout,
+    load_model,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
+from swinedge.models.swin import (
+    MODEL_SPECS,
+    SwinConfig,
+    SwinTransformer,
+    count_macs,
+    create_model,
+    get_spec,
+)
+
+__all__ = [
+    "MODEL_SPECS",
+    "SwinConfig",
+    "SwinTransformer",
+    "build_checkpoint",
+    "checkpoint_filter_fn",
+    "count_macs",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "load_model",
+    "load_weights",
+    "read_checkpoint",
+    "save_checkpoint",
+]
+
+
+def list_models() -> list[dict[str, Any]]:
+    """One row per variant: name, params, GFLOPs (MACs / 1e9) at its own resolution."""
+    rows = []
+    for spec in MODEL_SPECS.values():
+        with torch.device("meta"):
+            params = SwinTransformer(spec.config).num_params()
+        cfg = spec.config
+        rows.append(
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "params": params,
+                "gflops": count_macs(cfg) / 1e9,
+                "img_size": cfg.img_size,
+                "window_size": cfg.window_size,
+                "num_classes": cfg.num_classes,
+            }
+        )
+    return rows
+
+
+def build_checkpoint(
+    model: str,
+    out: str | Path,
+    *,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    adapt: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Build a variant, load weights if given, write a checkpoint + manifest; return a summary."""
+    out = Path(out)
+    if out.suffix not in (".pt", ".pth", ".safetensors"):
+        raise SwinedgeError(f"--out {out}: use a .pt, .pth or .safetensors file name")
+    spec = get_spec(model)
+    torch.manual_seed(seed)
+    net = create_model(spec.name, num_classes=num_classes, img_size=img_size)
+    source = None
+    if weights is not None:
+        raw = load_weights(net, weights, adapt=adapt)
+        source = {"file": raw.path.name, "sha256": raw.sha256, "layout": "official" if is_official_layout(raw.state_dict) else "timm"}
+    save_checkpoint(net, out, name=spec.name, source=source)
+    manifest = write_manifest("checkpoint", out, model=spec.name, config=net.config.to_dict(), source=source, params=net.num_params())
+    return {
+        "checkpoint": str(out),
+        "manifest": str(manifest_path(out)),
+        "model": spec.name,
+        "params": manifest["params"],
+        "config": manifest["config"],
+        "source": source,
+    }
+

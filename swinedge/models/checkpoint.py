@@ -1,0 +1,217 @@
+"""Reading, converting and writing Swin checkpoints.
+
+Layouts understood:
+
+* timm (``head.fc.*``, downsample at the *start* of stages 1..3);
+* official Microsoft Swin (``head.*``, downsample at the *end* of stages 0..2, plus
+  ``relative_position_index`` and ``attn_mask`` buffers);
+* swinedge's own self-describing checkpoints (timm layout + model config).
+
+Files: ``.pth``/``.pt``/``.bin`` (torch zip or legacy pickle, loaded with
+``weights_only=True`` so no pickled code ever runs) and ``.safetensors``. Wrappers
+``{"state_dict": ...}`` / ``{"model": ...}`` and a ``module.`` prefix are unwrapped.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from swinedge.errors import SwinedgeError
+from swinedge.io import atomic_path, require_file, sha256_file
+from swinedge.models.swin import SwinConfig, SwinTransformer, get_spec
+
+CHECKPOINT_FORMAT = 1
+_META_KEY = "swinedge"
+# Buffers derived from geometry: present in official checkpoints, never loaded.
+_DERIVED_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+@dataclass
+class RawCheckpoint:
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, Any] | None  # swinedge metadata when the file describes itself
+    path: Path
+    sha256: str
+
+
+def read_checkpoint(path: str | Path) -> RawCheckpoint:
+    """Read a checkpoint file into a flat state dict without running pickled code."""
+    path = require_file(path, "checkpoint")
+    meta = None
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                state = _unwrap({k: f.get_tensor(k) for k in f.keys()})
+            if _META_KEY in header:
+                meta = json.loads(header[_META_KEY])
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # protocol notes from the safe unpickler
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict) and isinstance(obj.get(_META_KEY), dict):
+                meta = obj[_META_KEY]
+            state = _unwrap(obj)
+    except SwinedgeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - unknown bytes make the unpickler raise anything
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
+            e = pickle.UnpicklingError("it holds pickled objects other than tensors, refused for safety")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SwinedgeError(
+            f"{path} is not a readable checkpoint ({first[:160]}); expected a torch .pth/.pt or .safetensors file"
+        ) from None
+    return RawCheckpoint(state, meta, path, sha256_file(path))
+
+
+def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not obj:
+        raise SwinedgeError("checkpoint holds no state dict (expected a mapping of parameter names to tensors)")
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
+    if not out:
+        raise SwinedgeError("checkpoint holds no tensors")
+    return out
+
+
+def is_official_layout(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Official checkpoints have ``head.weight`` and a downsample in stage 0."""
+    return "head.weight" in state_dict or any(k.startswith("layers.0.downsample.") for k in state_dict)
+
+
+def checkpoint_filter_fn(
+    state_dict: dict[str, torch.Tensor],
+    model: SwinTransformer,
+    *,
+    adapt: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Turn a timm or official state dict into this model's layout.
+
+    With ``adapt``: relative-position bias tables of another window size are resized
+    (bicubic), and a classifier head with another class count is dropped so the
+    model keeps its freshly initialized head.
+    """
+    official = is_official_layout(state_dict)
+    target = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state_dict.items():
+        if any(k.endswith(b) for b in _DERIVED_BUFFERS):
+            continue
+        if official:
+            k = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", k)
+            if k.startswith("head.") and not k.startswith("head.fc."):
+                k = "head.fc." + k[len("head.") :]
+        if adapt and k in target and v.shape != target[k].shape:
+            if k.endswith("relative_position_bias_table"):
+                v = resize_rel_pos_bias_table(v, target[k].shape[0])
+            elif k.startswith("head.fc."):
+                v = target[k]  # new class count: keep the model's freshly initialized head
+        out[k] = v
+    return out
+
+
+def resize_rel_pos_bias_table(table: torch.Tensor, new_len: int) -> torch.Tensor:
+    """Bicubic resize of a ``[(2w-1)^2, heads]`` table to ``new_len`` rows."""
+    old_side = int(round(table.shape[0] ** 0.5))
+    new_side = int(round(new_len**0.5))
+    if old_side * old_side != table.shape[0] or new_side * new_side != new_len:
+        raise SwinedgeError(f"relative_position_bias_table of {table.shape[0]} rows is not a square window table")
+    grid = table.T.reshape(1, -1, old_side, old_side).float()
+    grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", align_corners=False)
+    return grid.reshape(-1, new_len).T.contiguous().to(table.dtype)
+
+
+def load_state_dict_strict(model: SwinTransformer, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load, or raise one line naming the first missing, unexpected and mis-shaped keys."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in target]
+    shaped = [k for k in state_dict if k in target and state_dict[k].shape != target[k].shape]
+    if missing or unexpected or shaped:
+        matched = len(target) - len(missing)
+        parts = [f"{source} does not fit {_describe(model.config)} ({matched}/{len(target)} keys match)"]
+        if missing:
+            parts.append(f"missing {len(missing)} e.g. '{missing[0]}'")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} e.g. '{unexpected[0]}'")
+        if shaped:
+            k = shaped[0]
+            parts.append(
+                f"mis-shaped {len(shaped)} e.g. '{k}' {tuple(state_dict[k].shape)} vs {tuple(target[k].shape)}"
+            )
+        hint = "check the model name"
+        if shaped and all(k.startswith("head.") or k.endswith("relative_position_bias_table") for k in shaped):
+            hint = "pass --adapt to resize window tables / replace the head"
+        raise SwinedgeError("; ".join(parts) + f"; {hint}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _describe(cfg: SwinConfig) -> str:
+    return f"the model (embed_dim {cfg.embed_dim}, depths {list(cfg.depths)}, {cfg.num_classes} classes)"
+
+
+def load_weights(model: SwinTransformer, path: str | Path, *, adapt: bool = False) -> RawCheckpoint:
+    raw = read_checkpoint(path)
+    state = checkpoint_filter_fn(raw.state_dict, model, adapt=adapt)
+    load_state_dict_strict(model, state, str(raw.path))
+    return raw
+
+
+def save_checkpoint(model: SwinTransformer, path: str | Path, *, name: str, source: dict[str, Any] | None) -> Path:
+    """Write a self-describing checkpoint (timm layout + config) atomically."""
+    path = Path(path)
+    meta = {"format": CHECKPOINT_FORMAT, "model": name, "config": model.config.to_dict(), "source": source}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+        else:
+            torch.save({_META_KEY: meta, "state_dict": state}, tmp)
+    return path
+
+
+def load_model(model_or_checkpoint: str | Path, *, map_location: str = "cpu") -> tuple[SwinTransformer, dict[str, Any]]:
+    """A variant name (random init) or a self-describing checkpoint -> (model in eval, info).
+
+    ``info`` has ``model`` (variant name), ``config``, and ``source`` (file and hash).
+    """
+    s = str(model_or_checkpoint)
+    path = Path(s)
+    if not path.exists() and not any(sep in s for sep in ("/", "\\")) and path.suffix == "":
+        spec = get_spec(s)
+        model = SwinTransformer(spec.config).eval()
+        return model, {"model": spec.name, "config": spec.config.to_dict(), "source": None}
+    raw = read_checkpoint(path)
+    if raw.meta is None or "config" not in raw.meta:
+        raise SwinedgeError(
+            f"{path} does not describe its architecture: run `swinedge build MODEL --weights {path} --out FILE` first"
+        )
+    cfg = SwinConfig.from_dict(raw.meta["config"])
+    model = SwinTransformer(replace(cfg, drop_path_rate=0.0))
+    load_state_dict_strict(model, raw.state_dict, str(path))
+    model.eval().to(map_location)
+    info = {
+        "model": raw.meta.get("model", "custom"),
+        "config": cfg.to_dict(),
+        "source": {"file": path.name, "sha256": raw.sha256},
+    }
+    return model, info

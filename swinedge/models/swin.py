@@ -1,0 +1,432 @@
+"""Swin Transformer V1, deployment-first.
+
+Weight-compatible with timm (``swin_*_patch4_window*``) and the official Microsoft
+checkpoints. Layout and semantics follow timm: NHWC activations, downsampling at the
+start of stages 1..3, windows clamped to the feature map when it is smaller than the
+window (and then no shift), zero padding to a window multiple inside attention and
+padding of odd sizes in patch merging.
+
+The shifted-window attention *core* is one swappable op (see
+:mod:`swinedge.ops.window_attention`): the block computes the qkv projection in
+natural token order, hands it to the core, and projects the result. Backends
+(reference torch, fused Triton kernel, TensorRT plugin) replace the core only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from swinedge.errors import SwinedgeError
+from swinedge.ops.window_attention import (
+    WindowGeometry,
+    relative_position_bias,
+    shift_mask,
+    window_attention_reference,
+)
+
+ATTENTION_IMPLS = ("reference", "fused")
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """Architecture of one Swin variant. Plain data: it is saved in checkpoints."""
+
+    img_size: int = 224
+    patch_size: int = 4
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+
+    def validate(self) -> None:
+        """Raise :class:`SwinedgeError` for a configuration the model cannot build."""
+        if len(self.depths) != len(self.num_heads) or not self.depths:
+            raise SwinedgeError("depths and num_heads must have the same, non-zero length")
+        min_size = self.patch_size * 2 ** (len(self.depths) - 1)
+        if self.img_size < min_size or self.img_size % self.patch_size:
+            raise SwinedgeError(
+                f"unsupported img_size {self.img_size}: use a multiple of {self.patch_size} "
+                f"(patch size) of at least {min_size}; multiples of 32 need no padding"
+            )
+        if self.num_classes < 0:
+            raise SwinedgeError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.in_chans < 1:
+            raise SwinedgeError(f"in_chans must be >= 1, got {self.in_chans}")
+        if self.window_size < 1:
+            raise SwinedgeError(f"window_size must be >= 1, got {self.window_size}")
+        for i, heads in enumerate(self.num_heads):
+            if (self.embed_dim * 2**i) % heads:
+                raise SwinedgeError(f"stage {i}: dim {self.embed_dim * 2**i} is not divisible by {heads} heads")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["depths"] = list(self.depths)
+        d["num_heads"] = list(self.num_heads)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SwinConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise SwinedgeError(f"unknown model config keys {sorted(unknown)}: the file was written by another tool")
+        return cls(**d)
+
+    def stage_geometries(self) -> list[list[WindowGeometry]]:
+        """Attention geometry of every block, stage by stage (timm's window clamping)."""
+        out = []
+        res = self.img_size // self.patch_size
+        for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
+            if i > 0:
+                res = (res + 1) // 2
+            dim = self.embed_dim * 2**i
+            window = min(self.window_size, res)
+            stage = []
+            for j in range(depth):
+                shift = 0 if (j % 2 == 0 or res <= self.window_size) else self.window_size // 2
+                stage.append(WindowGeometry(res, res, window, shift, heads, dim // heads))
+            out.append(stage)
+        return out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    config: SwinConfig
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _spec(name: str, desc: str, **kw: Any) -> ModelSpec:
+    return ModelSpec(name, SwinConfig(**kw), desc)
+
+
+# Variants by timm's names. drop_path_rate is timm's training default; eval ignores it.
+MODEL_SPECS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in [
+        _spec("swin_tiny_patch4_window7_224", "Swin-T", drop_path_rate=0.2),
+        _spec("swin_small_patch4_window7_224", "Swin-S", depths=(2, 2, 18, 2), drop_path_rate=0.3),
+        _spec(
+            "swin_base_patch4_window7_224",
+            "Swin-B",
+            embed_dim=128,
+            depths=(2, 2, 18, 2),
+            num_heads=(4, 8, 16, 32),
+            drop_path_rate=0.5,
+        ),
+        _spec(
+            "swin_base_patch4_window12_384",
+            "Swin-B 384",
+            img_size=384,
+            window_size=12,
+            embed_dim=128,
+            depths=(2, 2, 18, 2),
+            num_heads=(4, 8, 16, 32),
+            drop_path_rate=0.5,
+        ),
+        _spec(
+            "swin_large_patch4_window7_224",
+            "Swin-L",
+            embed_dim=192,
+            depths=(2, 2, 18, 2),
+            num_heads=(6, 12, 24, 48),
+            drop_path_rate=0.2,
+        ),
+        _spec(
+            "swin_large_patch4_window12_384",
+            "Swin-L 384",
+            img_size=384,
+            window_size=12,
+            embed_dim=192,
+            depths=(2, 2, 18, 2),
+            num_heads=(6, 12, 24, 48),
+            drop_path_rate=0.2,
+        ),
+        # Small configs for tests and the embedded digits task. Every stage has a
+        # window smaller than its feature map, so every stage has shifted blocks.
+        _spec(
+            "swin_micro_patch4_window4_64",
+            "test-size, shifted windows in every stage",
+            img_size=64,
+            embed_dim=32,
+            depths=(2, 2, 2, 2),
+            num_heads=(1, 2, 4, 8),
+            window_size=4,
+        ),
+        _spec(
+            "swin_nano_patch2_window4_32",
+            "digits task (32x32), shifted windows in every stage",
+            img_size=32,
+            patch_size=2,
+            embed_dim=32,
+            depths=(2, 2),
+            num_heads=(2, 4),
+            window_size=4,
+            num_classes=10,
+        ),
+    ]
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODEL_SPECS[name]
+    except KeyError:
+        close = [n for n in MODEL_SPECS if name.lower() in n] or list(MODEL_SPECS)
+        raise SwinedgeError(f"unknown model '{name}': choose one of {', '.join(close)} (see `swinedge models`)") from None
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: SwinConfig) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, cfg.patch_size)
+        self.norm = nn.LayerNorm(cfg.embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # NCHW -> NHWC
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbour concat + LayerNorm + Linear; odd sizes are zero-padded first."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+            h, w = h + h % 2, w + w % 2
+        # Channel order (h0w0, h1w0, h0w1, h1w1) is the official x0, x1, x2, x3 concat.
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (training only)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep) / keep
+
+
+class WindowAttention(nn.Module):
+    """qkv Linear -> shifted-window attention core -> proj Linear, in natural token order."""
+
+    def __init__(self, geometry: WindowGeometry, qkv_bias: bool = True) -> None:
+        super().__init__()
+        g = geometry
+        self.geometry = g
+        self.impl = "reference"
+        self.qkv = nn.Linear(g.dim, 3 * g.dim, bias=qkv_bias)
+        self.proj = nn.Linear(g.dim, g.dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * g.window - 1) ** 2, g.num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        mask = shift_mask(g)
+        # Not persistent: derived from geometry, never stored in checkpoints.
+        self.register_buffer("attn_mask", mask if mask is not None else torch.zeros(0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[B, H*W, C]`` normalized tokens -> ``[B, H*W, C]``."""
+        qkv = self.qkv(x)
+        bias = relative_position_bias(self.relative_position_bias_table, self.geometry.window)
+        pad_qkv = self.qkv.bias
+        if self.impl == "fused":
+            from swinedge.ops.fused import window_attention_fused
+
+            out = window_attention_fused(qkv, bias, pad_qkv, self.geometry)
+        else:
+            mask = self.attn_mask if self.geometry.shift else None
+            out = window_attention_reference(qkv, bias, pad_qkv, self.geometry, mask)
+        return self.proj(out)
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, geometry: WindowGeometry, mlp_ratio: float, qkv_bias: bool, drop_path: float) -> None:
+        super().__init__()
+        dim = geometry.dim
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(geometry, qkv_bias)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        x = x.reshape(b, h * w, c)
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x.reshape(b, h, w, c)
+
+
+class SwinStage(nn.Module):
+    def __init__(
+        self,
+        in_dim: int,
+        geometries: list[WindowGeometry],
+        downsample: bool,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_paths: list[float],
+    ) -> None:
+        super().__init__()
+        out_dim = geometries[0].dim
+        self.downsample = PatchMerging(in_dim, out_dim) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(
+            *[SwinBlock(g, mlp_ratio, qkv_bias, dp) for g, dp in zip(geometries, drop_paths)]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class ClassifierHead(nn.Module):
+    def __init__(self, dim: int, num_classes: int, drop_rate: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(x.mean(dim=(1, 2))))  # NHWC average pool
+
+
+class SwinTransformer(nn.Module):
+    def __init__(self, config: SwinConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.patch_embed = PatchEmbed(config)
+        geoms = config.stage_geometries()
+        total = sum(config.depths)
+        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        stages = []
+        start = 0
+        in_dim = config.embed_dim
+        for i, stage_geoms in enumerate(geoms):
+            depth = len(stage_geoms)
+            stages.append(
+                SwinStage(in_dim, stage_geoms, i > 0, config.mlp_ratio, config.qkv_bias, rates[start : start + depth])
+            )
+            start += depth
+            in_dim = stage_geoms[0].dim
+        self.layers = nn.Sequential(*stages)
+        self.num_features = in_dim
+        self.norm = nn.LayerNorm(in_dim)
+        self.head = ClassifierHead(in_dim, config.num_classes, config.drop_rate)
+        self.apply(_init_weights)
+
+    # -- attention backend ---------------------------------------------------------
+    def set_attention_impl(self, impl: str) -> "SwinTransformer":
+        if impl not in ATTENTION_IMPLS:
+            raise SwinedgeError(f"unknown attention implementation '{impl}': choose one of {', '.join(ATTENTION_IMPLS)}")
+        for m in self.attention_modules():
+            m.impl = impl
+        return self
+
+    def attention_modules(self) -> list[WindowAttention]:
+        return [m for m in self.modules() if isinstance(m, WindowAttention)]
+
+    # -- forward -------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.layers(self.patch_embed(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    # -- accounting ----------------------------------------------------------------
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops(self) -> int:
+        """Multiply-accumulates of one image's forward pass (the "FLOPs" Swin papers report)."""
+        return count_macs(self.config)
+
+
+def count_macs(cfg: SwinConfig) -> int:
+    """Analytic MAC count, counting the same terms as the official implementation."""
+    res = cfg.img_size // cfg.patch_size
+    macs = res * res * cfg.embed_dim * cfg.in_chans * cfg.patch_size**2  # patch embed conv
+    macs += res * res * cfg.embed_dim  # its LayerNorm
+    in_dim = cfg.embed_dim
+    for i, stage in enumerate(cfg.stage_geometries()):
+        g0 = stage[0]
+        if i > 0:
+            macs += g0.height * g0.width * 4 * in_dim * (1 + g0.dim)  # merge norm + reduction
+        for g in stage:
+            tokens = g.height * g.width
+            n = g.tokens_per_window
+            windows_tokens = g.padded_height * g.padded_width
+            hidden = int(g.dim * cfg.mlp_ratio)
+            macs += tokens * g.dim * 2  # two LayerNorms
+            macs += windows_tokens * g.dim * 3 * g.dim  # qkv
+            macs += windows_tokens * n * g.dim * 2  # q.k^T and attn.v
+            macs += windows_tokens * g.dim * g.dim  # proj
+            macs += tokens * g.dim * hidden * 2  # mlp
+        in_dim = g0.dim
+    last = cfg.stage_geometries()[-1][0]
+    macs += last.height * last.width * in_dim  # final norm
+    macs += in_dim * cfg.num_classes
+    return macs
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    img_size: int | None = None,
+    in_chans: int | None = None,
+    **overrides: Any,
+) -> SwinTransformer:
+    """Build a variant by name, with optional overrides of its config (random init)."""
+    cfg = get_spec(name).config
+    changes = {k: v for k, v in dict(num_classes=num_classes, img_size=img_size, in_chans=in_chans).items() if v is not None}
+    changes.update(overrides)
+    cfg = replace(cfg, **changes)
+    return SwinTransformer(cfg)

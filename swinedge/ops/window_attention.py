@@ -1,0 +1,170 @@
+"""Shifted-window attention: geometry, shift mask, relative-position bias and the
+plain-torch reference.
+
+The attention core takes the qkv projection in natural token order ``[B, H*W, 3C]``
+and returns the attention output in natural token order ``[B, H*W, C]``. Everything
+between (cyclic shift, padding, window partition, bias, shift mask, softmax, P.V,
+window reverse, reverse shift) is the core; the qkv and proj Linears stay outside,
+so a backend can fuse the core into one kernel and leave the GEMMs alone.
+
+Padding follows timm: after the cyclic shift the token grid is zero-padded at the
+bottom/right to a window multiple *before* the qkv projection, so padded tokens carry
+``q, k, v = qkv_bias`` and take part in attention as keys. Since the projection is
+per-token, padding the projected qkv with the qkv bias is the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# timm and the official implementation mask cross-region pairs with -100, not -inf.
+MASK_VALUE = -100.0
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """Static geometry of one attention block."""
+
+    height: int
+    width: int
+    window: int
+    shift: int
+    num_heads: int
+    head_dim: int
+
+    @property
+    def padded_height(self) -> int:
+        return -(-self.height // self.window) * self.window
+
+    @property
+    def padded_width(self) -> int:
+        return -(-self.width // self.window) * self.window
+
+    @property
+    def tokens_per_window(self) -> int:
+        return self.window * self.window
+
+    @property
+    def num_windows(self) -> int:
+        return (self.padded_height // self.window) * (self.padded_width // self.window)
+
+    @property
+    def dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def scale(self) -> float:
+        return self.head_dim**-0.5
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """Index into the ``(2w-1)^2`` bias table for every (query, key) pair of a window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
+    coords = coords.flatten(1)  # [2, N]
+    rel = coords[:, :, None] - coords[:, None, :]  # [2, N, N]
+    rel = rel + (window - 1)
+    return rel[0] * (2 * window - 1) + rel[1]
+
+
+def relative_position_bias(table: torch.Tensor, window: int) -> torch.Tensor:
+    """``[(2w-1)^2, heads]`` table -> ``[heads, N, N]`` bias."""
+    n = window * window
+    index = relative_position_index(window).to(table.device).reshape(-1)
+    return table[index].reshape(n, n, -1).permute(2, 0, 1).contiguous()
+
+
+def region_ids(padded: int, window: int, shift: int) -> torch.Tensor:
+    """Region id (0, 1, 2) of each coordinate along one axis of the shifted, padded grid.
+
+    After a cyclic shift by ``shift``, the last window along an axis holds tokens that
+    were not neighbours in the image; Swin splits that axis into three regions at
+    ``padded - window`` and ``padded - shift`` and lets a token attend only within its
+    own region. Computed from coordinates, which is what the fused kernel does too.
+    """
+    coord = torch.arange(padded)
+    if shift == 0:
+        return torch.zeros(padded, dtype=torch.long)
+    return (coord >= padded - window).long() + (coord >= padded - shift).long()
+
+
+def shift_mask(geometry: WindowGeometry) -> torch.Tensor | None:
+    """Additive mask ``[num_windows, N, N]`` (0 or -100), or None without a shift."""
+    if geometry.shift == 0:
+        return None
+    g = geometry
+    rows = region_ids(g.padded_height, g.window, g.shift)
+    cols = region_ids(g.padded_width, g.window, g.shift)
+    ids = (rows[:, None] * 3 + cols[None, :])[None, :, :, None].float()  # [1, Hp, Wp, 1]
+    windows = window_partition(ids, g.window).reshape(-1, g.tokens_per_window)  # [nW, N]
+    same = windows[:, :, None] == windows[:, None, :]
+    return torch.zeros(same.shape).masked_fill(~same, MASK_VALUE)
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """``[B, H, W, C]`` -> ``[B * nW, window, window, C]`` (H and W multiples of window)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`."""
+    c = windows.shape[-1]
+    x = windows.reshape(-1, height // window, width // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+
+
+def window_attention_reference(
+    qkv: torch.Tensor,
+    bias: torch.Tensor,
+    pad_qkv: torch.Tensor | None,
+    geometry: WindowGeometry,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Plain-torch shifted-window attention core.
+
+    Args:
+        qkv: ``[B, H*W, 3C]`` projection in natural token order.
+        bias: ``[heads, N, N]`` relative-position bias.
+        pad_qkv: ``[3C]`` value of a padded token's qkv (the qkv Linear's bias), or None
+            for zeros. Only used when H or W is not a multiple of the window.
+        geometry: the block's static geometry.
+        mask: precomputed ``[nW, N, N]`` shift mask; computed when None and shift > 0.
+
+    Returns:
+        ``[B, H*W, C]`` attention output (before the output projection).
+    """
+    g = geometry
+    b = qkv.shape[0]
+    c3 = qkv.shape[-1]
+    x = qkv.reshape(b, g.height, g.width, c3)
+    if g.shift:
+        x = torch.roll(x, shifts=(-g.shift, -g.shift), dims=(1, 2))
+    pad_h, pad_w = g.padded_height - g.height, g.padded_width - g.width
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if pad_qkv is not None:
+            valid = torch.zeros(1, g.padded_height, g.padded_width, 1, dtype=x.dtype, device=x.device)
+            valid[:, : g.height, : g.width] = 1
+            x = x + (1 - valid) * pad_qkv.to(x.dtype)
+    n = g.tokens_per_window
+    windows = window_partition(x, g.window).reshape(-1, n, 3, g.num_heads, g.head_dim)
+    q, k, v = windows.permute(2, 0, 3, 1, 4).unbind(0)  # each [B*nW, heads, N, hd]
+    attn = (q * g.scale) @ k.transpose(-2, -1)
+    attn = attn + bias.to(attn.dtype).unsqueeze(0)
+    if g.shift:
+        if mask is None:
+            mask = shift_mask(g)
+        nw = mask.shape[0]
+        attn = attn.reshape(-1, nw, g.num_heads, n, n) + mask.to(attn.dtype)[None, :, None]
+        attn = attn.reshape(-1, g.num_heads, n, n)
+    attn = attn.softmax(dim=-1)
+    out = (attn @ v).transpose(1, 2).reshape(-1, g.window, g.window, g.dim)
+    out = window_reverse(out, g.window, g.padded_height, g.padded_width)
+    out = out[:, : g.height, : g.width]
+    if g.shift:
+        out = torch.roll(out, shifts=(g.shift, g.shift), dims=(1, 2))
+    return out.reshape(b, g.height * g.width, g.dim)

@@ -1,0 +1,44 @@
+"""Shared fixtures and the skip rules for hardware-marked tests.
+
+``gpu`` tests need CUDA, ``tensorrt`` tests need TensorRT and CUDA, ``timm`` tests need
+timm importable. Each skips with the reason where its requirement is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _timm_importable() -> bool:
+    if not _has("timm"):
+        return False
+    try:
+        import timm  # noqa: F401
+    except Exception:  # timm needs torchvision, which has no CPU build here
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cuda = torch.cuda.is_available()
+    reasons = {
+        "gpu": None if cuda else "needs a CUDA GPU (run on the GPU machine)",
+        "tensorrt": None
+        if (cuda and _has("tensorrt"))
+        else "needs TensorRT and a CUDA GPU (install TensorRT from NVIDIA on the GPU machine)",
+        "timm": None if _timm_importable() else "needs timm importable (it needs torchvision; installed on the GPU machine)",
+    }
+    for item in items:
+        for mark, reason in reasons.items():
+            if reason and mark in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))

@@ -1,0 +1,57 @@
+"""Logits equal to timm's model of the same name and weights (runs where timm imports)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swinedge.models import checkpoint_filter_fn, create_model
+from swinedge.models.checkpoint import load_state_dict_strict
+
+pytestmark = [pytest.mark.gpu, pytest.mark.timm]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "swin_tiny_patch4_window7_224",
+        "swin_small_patch4_window7_224",
+        "swin_base_patch4_window7_224",
+        "swin_base_patch4_window12_384",
+        "swin_large_patch4_window7_224",
+        "swin_large_patch4_window12_384",
+    ],
+)
+def test_logits_equal_timm(name: str) -> None:
+    import timm
+
+    device = "cuda"
+    torch.manual_seed(0)
+    ref = timm.create_model(name, pretrained=False).eval().to(device)
+    ours = create_model(name).eval().to(device)
+    state = checkpoint_filter_fn(ref.state_dict(), ours)
+    load_state_dict_strict(ours, state, f"timm {name}")
+    size = ours.config.img_size
+    x = torch.randn(2, 3, size, size, device=device)
+    with torch.no_grad():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        expected, got = ref(x), ours(x)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_logits_equal_timm_padded_size() -> None:
+    """A size that is not a window multiple: timm pads inside attention, so do we."""
+    import timm
+
+    device = "cuda"
+    torch.manual_seed(0)
+    ref = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=256, strict_img_size=False)
+    ref = ref.eval().to(device)
+    ours = create_model("swin_tiny_patch4_window7_224", img_size=256).eval().to(device)
+    load_state_dict_strict(ours, checkpoint_filter_fn(ref.state_dict(), ours), "timm")
+    x = torch.randn(2, 3, 256, 256, device=device)
+    with torch.no_grad():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.testing.assert_close(ours(x), ref(x), atol=1e-4, rtol=1e-4)
