@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from swinedge import __version__
 from swinedge.errors import SwinedgeError
+from swinedge.quantize import DEFAULT_KEEP_HIGH_PRECISION
 
 app = typer.Typer(
     name="swinedge",
@@ -102,6 +105,135 @@ def build(
         f"{result['config']['img_size']}px, {result['config']['num_classes']} classes) and {result['manifest']}",
         highlight=False,
     )
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields ``advance(n)``."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def export(
+    model: str = typer.Argument(..., help="Variant name or a checkpoint written by `swinedge build`."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="ONNX file to write; a manifest .json goes beside it."),
+    batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (14..21)."),
+    attention: str = typer.Option("native", "--attention", help="native: plain ONNX ops; plugin: one fused window-attention node per block."),
+) -> None:
+    """Export FP32 ONNX (static spatial shapes, constant-folded), checked against torch on ONNX Runtime."""
+    from swinedge.export import export_onnx
+
+    with err.status("exporting"):
+        r = export_onnx(model, out_path, batch=batch, opset=opset, attention=attention)
+    out.print(f"wrote {r.onnx_path} in {r.seconds:.1f}s (max abs err vs torch on onnxruntime: {r.max_abs_err:.2e}) and {r.manifest_path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def quantize(
+    onnx_path: Path = typer.Argument(..., help="FP32 ONNX written by `swinedge export`."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Quantized ONNX to write."),
+    precision: str = typer.Option("int8", "--precision", "-p", help="int8 | fp8 (explicit Q/DQ) | fp16 (AutoCast)."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Image folder, manifest file, 'default' (bundled photos) or 'digits'."),
+    calib_size: int = typer.Option(64, "--calib-size", help="Calibration images (seeded random subset)."),
+    method: str = typer.Option("entropy", "--method", help="Calibration: entropy | max."),
+    keep_high_precision: str = typer.Option(
+        ",".join(DEFAULT_KEEP_HIGH_PRECISION), "--keep-high-precision", help="Op types kept in high precision (comma list; '' for none)."
+    ),
+    quantize_patch_embed: bool = typer.Option(False, "--quantize-patch-embed", help="Also quantize the patch-embedding conv."),
+    quantize_head: bool = typer.Option(False, "--quantize-head", help="Also quantize the classifier head."),
+    quantize_attention_matmuls: bool = typer.Option(False, "--quantize-attention-matmuls", help="Also quantize q.k^T and P.V."),
+    high_precision_dtype: str = typer.Option("fp16", "--high-precision-dtype", help="fp16 for TensorRT graphs, fp32 for CPU verification graphs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the calibration subset."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Quantize an FP32 graph to INT8/FP8 (calibrated Q/DQ) or FP16 (AutoCast)."""
+    from swinedge.quantize import QuantizeOptions, calibration_set_for, quantize_onnx
+
+    opts = QuantizeOptions(
+        precision=precision,
+        calib=calib,
+        calib_size=calib_size,
+        method=method,
+        seed=seed,
+        keep_high_precision=tuple(t.strip() for t in keep_high_precision.split(",") if t.strip()),
+        quantize_patch_embed=quantize_patch_embed,
+        quantize_head=quantize_head,
+        quantize_attention_matmuls=quantize_attention_matmuls,
+        high_precision_dtype=high_precision_dtype,
+    )
+    opts.validate()
+    from swinedge.export import load_onnx
+
+    load_onnx(onnx_path)
+    with err.status("loading calibration images"):
+        images = calibration_set_for(onnx_path, calib, calib_size, seed, warn)
+    with progress_bar(f"calibrating {precision} ({method})", len(images)) as advance:
+        r = quantize_onnx(onnx_path, out_path, opts, images=images, on_batch=advance, warn=warn)
+    if as_json:
+        print_json({"onnx": str(r.onnx_path), "manifest": str(r.manifest_path), "seconds": r.seconds, "calibration": r.calibration})
+    else:
+        out.print(f"wrote {r.onnx_path} ({precision}, {r.calibration['count']} calibration images, {r.seconds:.1f}s) and {r.manifest_path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def verify(
+    reference: str = typer.Argument(..., help="Float reference: variant name, checkpoint, or FP32 ONNX."),
+    candidate: str = typer.Argument(..., help="Candidate: ONNX (quantized or plugin graph), checkpoint or engine."),
+    data: Optional[str] = typer.Option(None, "--data", help="Image folder, manifest, 'default' (bundled photos) or 'digits' (labelled)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Images to use (default: all; 64 for the bundled photos)."),
+    max_top1_drop: float = typer.Option(0.5, "--max-top1-drop", help="Fail when labelled top-1 drops by more points."),
+    min_cosine: float = typer.Option(0.99, "--min-cosine", help="Fail when the mean logit cosine is lower."),
+    batch: int = typer.Option(16, "--batch", help="Inference batch size."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Compare a candidate with the float reference on the same images; exit 1 when a threshold fails."""
+    from swinedge.verify import verify as run_verify
+
+    with progress_bar("verifying", None) as advance:
+        report = run_verify(
+            reference, candidate, data=data, size=size, max_top1_drop=max_top1_drop, min_cosine=min_cosine, batch=batch, on_batch=advance, warn=warn
+        )
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        print_verify_table(report)
+    if not report.passed:
+        err.print(f"[bold red]FAILED:[/] {'; '.join(report.failures)}", highlight=False)
+        raise typer.Exit(1)
+
+
+def print_verify_table(report: Any) -> None:
+    c = report.comparison
+    table = Table(title=f"{report.candidate} vs {report.reference}", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("images", f"{c.images} ({report.data['source']})")
+    if c.top1_reference is not None:
+        table.add_row("top-1 reference", f"{c.top1_reference:.2f}%")
+        table.add_row("top-1 candidate", f"{c.top1_candidate:.2f}%")
+        table.add_row("top-1 drop", f"{c.top1_drop:+.2f} pts")
+    table.add_row("top-1 agreement", f"{c.top1_agreement:.2f}%")
+    table.add_row("logit cosine mean / min", f"{c.cosine_mean:.6f} / {c.cosine_min:.6f}")
+    table.add_row("max abs error", f"{c.max_abs_err:.4g}")
+    table.add_row("result", "[green]PASS[/]" if report.passed else "[red]FAIL[/]")
+    out.print(table)
 
 
 def run() -> None:  # console-script entry point

@@ -189,17 +189,25 @@ def save_checkpoint(model: SwinTransformer, path: str | Path, *, name: str, sour
     return path
 
 
-def load_model(model_or_checkpoint: str | Path, *, map_location: str = "cpu") -> tuple[SwinTransformer, dict[str, Any]]:
-    """A variant name (random init) or a self-describing checkpoint -> (model in eval, info).
+NAME_INIT_SEED = 0
 
+
+def load_model(model_or_checkpoint: str | Path, *, map_location: str = "cpu") -> tuple[SwinTransformer, dict[str, Any]]:
+    """A variant name or a self-describing checkpoint -> (model in eval, info).
+
+    A bare variant name means random weights drawn with a fixed seed, so the same name
+    is the same model in every command (export, verify, benchmark agree with each other).
     ``info`` has ``model`` (variant name), ``config``, and ``source`` (file and hash).
     """
     s = str(model_or_checkpoint)
     path = Path(s)
     if not path.exists() and not any(sep in s for sep in ("/", "\\")) and path.suffix == "":
         spec = get_spec(s)
-        model = SwinTransformer(spec.config).eval()
-        return model, {"model": spec.name, "config": spec.config.to_dict(), "source": None}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(NAME_INIT_SEED)
+            model = SwinTransformer(spec.config).eval()
+        source = {"file": None, "init": f"random, seed {NAME_INIT_SEED}"}
+        return model, {"model": spec.name, "config": spec.config.to_dict(), "source": source}
     raw = read_checkpoint(path)
     if raw.meta is None or "config" not in raw.meta:
         raise SwinedgeError(

@@ -205,18 +205,22 @@ class PatchEmbed(nn.Module):
 class PatchMerging(nn.Module):
     """2x2 neighbour concat + LayerNorm + Linear; odd sizes are zero-padded first."""
 
-    def __init__(self, dim: int, out_dim: int) -> None:
+    def __init__(self, dim: int, out_dim: int, resolution: int) -> None:
         super().__init__()
+        self.dim = dim
+        self.resolution = resolution  # static: exported graphs get no Shape chains
         self.norm = nn.LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-            h, w = h + h % 2, w + w % 2
+        h = w = self.resolution
+        pad = h % 2
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad, 0, pad))
+            h, w = h + pad, w + pad
         # Channel order (h0w0, h1w0, h0w1, h1w1) is the official x0, x1, x2, x3 concat.
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        x = x.reshape(-1, h // 2, 2, w // 2, 2, self.dim).permute(0, 1, 3, 4, 2, 5)
+        x = x.reshape(-1, h // 2, w // 2, 4 * self.dim)
         return self.reduction(self.norm(x))
 
 
@@ -289,17 +293,18 @@ class SwinBlock(nn.Module):
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        x = x.reshape(b, h * w, c)
+        g = self.attn.geometry
+        x = x.reshape(-1, g.height * g.width, g.dim)
         x = x + self.drop_path1(self.attn(self.norm1(x)))
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
-        return x.reshape(b, h, w, c)
+        return x.reshape(-1, g.height, g.width, g.dim)
 
 
 class SwinStage(nn.Module):
     def __init__(
         self,
         in_dim: int,
+        in_resolution: int,
         geometries: list[WindowGeometry],
         downsample: bool,
         mlp_ratio: float,
@@ -308,7 +313,7 @@ class SwinStage(nn.Module):
     ) -> None:
         super().__init__()
         out_dim = geometries[0].dim
-        self.downsample = PatchMerging(in_dim, out_dim) if downsample else nn.Identity()
+        self.downsample = PatchMerging(in_dim, out_dim, in_resolution) if downsample else nn.Identity()
         self.blocks = nn.Sequential(
             *[SwinBlock(g, mlp_ratio, qkv_bias, dp) for g, dp in zip(geometries, drop_paths)]
         )
@@ -339,13 +344,16 @@ class SwinTransformer(nn.Module):
         stages = []
         start = 0
         in_dim = config.embed_dim
+        in_res = config.img_size // config.patch_size
         for i, stage_geoms in enumerate(geoms):
             depth = len(stage_geoms)
             stages.append(
-                SwinStage(in_dim, stage_geoms, i > 0, config.mlp_ratio, config.qkv_bias, rates[start : start + depth])
+                SwinStage(
+                    in_dim, in_res, stage_geoms, i > 0, config.mlp_ratio, config.qkv_bias, rates[start : start + depth]
+                )
             )
             start += depth
-            in_dim = stage_geoms[0].dim
+            in_dim, in_res = stage_geoms[0].dim, stage_geoms[0].height
         self.layers = nn.Sequential(*stages)
         self.num_features = in_dim
         self.norm = nn.LayerNorm(in_dim)

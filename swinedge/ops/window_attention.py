@@ -98,21 +98,24 @@ def shift_mask(geometry: WindowGeometry) -> torch.Tensor | None:
     rows = region_ids(g.padded_height, g.window, g.shift)
     cols = region_ids(g.padded_width, g.window, g.shift)
     ids = (rows[:, None] * 3 + cols[None, :])[None, :, :, None].float()  # [1, Hp, Wp, 1]
-    windows = window_partition(ids, g.window).reshape(-1, g.tokens_per_window)  # [nW, N]
+    windows = window_partition(ids, g.window, g.padded_height, g.padded_width, 1).reshape(-1, g.tokens_per_window)  # [nW, N]
     same = windows[:, :, None] == windows[:, None, :]
     return torch.zeros(same.shape).masked_fill(~same, MASK_VALUE)
 
 
-def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
-    """``[B, H, W, C]`` -> ``[B * nW, window, window, C]`` (H and W multiples of window)."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h // window, window, w // window, window, c)
+def window_partition(x: torch.Tensor, window: int, height: int, width: int, channels: int) -> torch.Tensor:
+    """``[B, H, W, C]`` -> ``[B * nW, window, window, C]`` (H and W multiples of window).
+
+    Sizes are passed as ints, not read from ``x``, so exported graphs hold no Shape ops.
+    """
+    h, w, c = height, width, channels
+    x = x.reshape(-1, h // window, window, w // window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c)
 
 
-def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+def window_reverse(windows: torch.Tensor, window: int, height: int, width: int, channels: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`."""
-    c = windows.shape[-1]
+    c = channels
     x = windows.reshape(-1, height // window, width // window, window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
 
@@ -138,9 +141,7 @@ def window_attention_reference(
         ``[B, H*W, C]`` attention output (before the output projection).
     """
     g = geometry
-    b = qkv.shape[0]
-    c3 = qkv.shape[-1]
-    x = qkv.reshape(b, g.height, g.width, c3)
+    x = qkv.reshape(-1, g.height, g.width, 3 * g.dim)  # -1: only the batch is dynamic
     if g.shift:
         x = torch.roll(x, shifts=(-g.shift, -g.shift), dims=(1, 2))
     pad_h, pad_w = g.padded_height - g.height, g.padded_width - g.width
@@ -151,20 +152,20 @@ def window_attention_reference(
             valid[:, : g.height, : g.width] = 1
             x = x + (1 - valid) * pad_qkv.to(x.dtype)
     n = g.tokens_per_window
-    windows = window_partition(x, g.window).reshape(-1, n, 3, g.num_heads, g.head_dim)
+    windows = window_partition(x, g.window, g.padded_height, g.padded_width, 3 * g.dim).reshape(-1, n, 3, g.num_heads, g.head_dim)
     q, k, v = windows.permute(2, 0, 3, 1, 4).unbind(0)  # each [B*nW, heads, N, hd]
     attn = (q * g.scale) @ k.transpose(-2, -1)
     attn = attn + bias.to(attn.dtype).unsqueeze(0)
     if g.shift:
         if mask is None:
             mask = shift_mask(g)
-        nw = mask.shape[0]
+        nw = g.num_windows
         attn = attn.reshape(-1, nw, g.num_heads, n, n) + mask.to(attn.dtype)[None, :, None]
         attn = attn.reshape(-1, g.num_heads, n, n)
     attn = attn.softmax(dim=-1)
     out = (attn @ v).transpose(1, 2).reshape(-1, g.window, g.window, g.dim)
-    out = window_reverse(out, g.window, g.padded_height, g.padded_width)
+    out = window_reverse(out, g.window, g.padded_height, g.padded_width, g.dim)
     out = out[:, : g.height, : g.width]
     if g.shift:
         out = torch.roll(out, shifts=(g.shift, g.shift), dims=(1, 2))
-    return out.reshape(b, g.height * g.width, g.dim)
+    return out.reshape(-1, g.height * g.width, g.dim)

@@ -1,0 +1,177 @@
+"""ONNX export of a Swin model (FP32, static spatial shapes, dynamic or fixed batch)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from swinedge.errors import SwinedgeError
+from swinedge.io import atomic_path, require_file
+from swinedge.manifest import manifest_path, read_manifest, write_manifest
+from swinedge.models import SwinTransformer, load_model
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 17  # LayerNormalization is native from 17; TensorRT 10.3 (Jetson Orin) parses it
+ATTENTION_MODES = ("native", "plugin")
+_SHAPE_OPS = ("Shape", "Gather", "Concat")
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    manifest_path: Path
+    max_abs_err: float
+    seconds: float
+    manifest: dict[str, Any]
+
+
+def parse_batch(batch: str | int) -> int | None:
+    """``"dynamic"`` -> None; a positive integer (or its string) -> int."""
+    if isinstance(batch, int) or str(batch).isdigit():
+        n = int(batch)
+        if n < 1:
+            raise SwinedgeError(f"--batch must be 'dynamic' or a positive integer, got {batch}")
+        return n
+    if str(batch).lower() == "dynamic":
+        return None
+    raise SwinedgeError(f"--batch must be 'dynamic' or a positive integer, got '{batch}'")
+
+
+def export_onnx(
+    source: str | Path | SwinTransformer,
+    out: str | Path,
+    *,
+    batch: str | int = "dynamic",
+    opset: int = DEFAULT_OPSET,
+    attention: str = "native",
+    info: dict[str, Any] | None = None,
+    check_batch: int = 2,
+) -> ExportResult:
+    """Export ``source`` (variant name, self-describing checkpoint or model) to ONNX.
+
+    The graph is constant-folded and checked: it must pass ``onnx.checker`` and match the
+    torch model on ONNX Runtime CPU; the measured max abs error is kept in the manifest.
+    """
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise SwinedgeError(f"--out {out}: use a file name ending in .onnx")
+    if attention not in ATTENTION_MODES:
+        raise SwinedgeError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, got '{attention}'")
+    if not 14 <= opset <= 21:
+        raise SwinedgeError(f"--opset {opset} is outside the supported range 14..21 (17 is the default)")
+    static_batch = parse_batch(batch)
+    if isinstance(source, SwinTransformer):
+        model = source.eval()
+        info = info or {"model": "custom", "config": model.config.to_dict(), "source": None}
+    else:
+        model, info = load_model(source)
+    cfg = model.config
+    if attention == "plugin":
+        from swinedge.ops.onnx_plugin import plugin_export_context
+
+        context = plugin_export_context(model, opset)
+    else:
+        import contextlib
+
+        context = contextlib.nullcontext()
+    n = static_batch or check_batch
+    dummy = torch.randn(n, cfg.in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
+    dynamic_axes = None if static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    start = time.perf_counter()
+    with atomic_path(out) as tmp:
+        with context, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer chatter about Python ints
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto)
+        leftover = [node.op_type for node in proto.graph.node if node.op_type == "Shape"]
+        if leftover:
+            raise SwinedgeError(f"export left {len(leftover)} Shape ops in the graph; this is a swinedge bug, please report it")
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            expected = model(dummy).numpy()
+        got = run_onnx_cpu(tmp, dummy.numpy(), attention == "plugin")
+        max_abs = float(np.abs(got - expected).max())
+    manifest = write_manifest(
+        "onnx",
+        out,
+        model=info["model"],
+        config=cfg.to_dict(),
+        source=info.get("source"),
+        precision="fp32",
+        attention=attention,
+        batch="dynamic" if static_batch is None else static_batch,
+        opset=opset,
+        input={"name": INPUT_NAME, "shape": ["batch" if static_batch is None else static_batch, cfg.in_chans, cfg.img_size, cfg.img_size]},
+        output={"name": OUTPUT_NAME, "classes": cfg.num_classes},
+        preprocess=preprocess_spec(cfg.img_size),
+        parity={"runtime": "onnxruntime-cpu", "batch": n, "max_abs_err": max_abs},
+    )
+    return ExportResult(out, manifest_path(out), max_abs, seconds, manifest)
+
+
+def preprocess_spec(img_size: int) -> dict[str, Any]:
+    """timm's eval transform for ImageNet-trained Swin."""
+    return {
+        "resize": int(img_size / 0.875),
+        "crop": img_size,
+        "interpolation": "bicubic",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+
+
+def run_onnx_cpu(path: str | Path, x: np.ndarray, with_plugin: bool = False) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if with_plugin:
+        from swinedge.ops.onnx_plugin import register_ort_custom_ops
+
+        register_ort_custom_ops(opts)
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load and check an ONNX file; a truncated or foreign file is a one-line error."""
+    path = require_file(path, "ONNX file")
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several unrelated types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SwinedgeError(f"{path} is not a valid ONNX model ({first[:160]}): re-export it with `swinedge export`") from None
+    if not proto.graph.node:
+        raise SwinedgeError(f"{path} is an empty ONNX graph: re-export it with `swinedge export`")
+    return proto
+
+
+def onnx_info(path: str | Path) -> dict[str, Any]:
+    """The manifest of an exported graph, or a minimal description read from the graph."""
+    manifest = read_manifest(path)
+    if manifest is not None:
+        return manifest
+    proto = load_onnx(path)
+    inp = proto.graph.input[0]
+    dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
+    return {"kind": "onnx", "input": {"name": inp.name, "shape": dims}, "config": None, "precision": "unknown"}

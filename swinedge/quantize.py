@@ -1,0 +1,263 @@
+"""INT8 / FP8 post-training quantization (explicit Q/DQ) and FP16 mixed precision.
+
+INT8/FP8: nvidia-modelopt's ONNX PTQ places Q/DQ pairs and calibrates them on ONNX
+Runtime's CPU provider. FP16: modelopt AutoCast. Both follow TensorRT 11's strongly
+typed rules (no builder precision flags), which TensorRT 10.x accepts as well.
+
+Swin-specific defaults (FasterTransformer's INT8 recipe): LayerNorm, Softmax and the
+residual Adds stay in high precision; the patch-embedding conv and the classifier head
+are not quantized; the attention-internal batched matmuls (q.k^T, P.V) stay in high
+precision because that core is what the fused plugin replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import onnx
+
+from swinedge.data import ImageSet, Preprocess, load_image_set
+from swinedge.errors import MissingDependencyError, SwinedgeError
+from swinedge.export import INPUT_NAME, load_onnx, onnx_info
+from swinedge.io import atomic_path, sha256_file
+from swinedge.manifest import manifest_path, write_manifest
+
+PRECISIONS = ("int8", "fp8", "fp16")
+METHODS = ("entropy", "max")
+HIGH_PRECISION_DTYPES = ("fp16", "fp32")
+DEFAULT_KEEP_HIGH_PRECISION = ("LayerNormalization", "Softmax", "Add")
+# Node-name patterns (regex, as modelopt takes them) of layers not to quantize by default.
+PATCH_EMBED_PATTERN = r".*/patch_embed/.*"
+HEAD_PATTERN = r".*/head/.*"
+
+
+@dataclass
+class QuantizeOptions:
+    precision: str = "int8"
+    calib: str | None = None  # folder, manifest, "default" (None) or "digits"
+    calib_size: int = 64
+    method: str = "entropy"
+    seed: int = 0
+    keep_high_precision: tuple[str, ...] = DEFAULT_KEEP_HIGH_PRECISION
+    quantize_patch_embed: bool = False
+    quantize_head: bool = False
+    quantize_attention_matmuls: bool = False
+    high_precision_dtype: str = "fp16"
+    calib_batch: int = 8
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise SwinedgeError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if self.method not in METHODS:
+            raise SwinedgeError(f"--method must be one of {', '.join(METHODS)}, got '{self.method}'")
+        if self.high_precision_dtype not in HIGH_PRECISION_DTYPES:
+            raise SwinedgeError(
+                f"--high-precision-dtype must be fp16 (TensorRT graphs) or fp32 (CPU verification), got '{self.high_precision_dtype}'"
+            )
+        if self.calib_size < 1:
+            raise SwinedgeError(f"--calib-size must be >= 1, got {self.calib_size}")
+
+
+@dataclass
+class QuantizeResult:
+    onnx_path: Path
+    manifest_path: Path
+    seconds: float
+    calibration: dict[str, Any]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class _ProgressReader:
+    """ONNX Runtime calibration reader that reports each batch it hands out."""
+
+    def __init__(self, images: np.ndarray, input_name: str, batch: int, on_batch: Callable[[int], None] | None):
+        self._batches = [images[i : i + batch] for i in range(0, len(images), batch)]
+        self._input = input_name
+        self._on_batch = on_batch
+        self._it: Iterator[np.ndarray] = iter(self._batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        b = next(self._it, None)
+        if b is None:
+            return None
+        if self._on_batch is not None:
+            self._on_batch(len(b))
+        return {self._input: b}
+
+    def get_first(self) -> dict[str, np.ndarray]:
+        """First batch without advancing (modelopt's test run of the session)."""
+        return {self._input: self._batches[0]}
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+def _import_modelopt():
+    try:
+        with _quiet():
+            from modelopt.onnx.autocast import convert_to_mixed_precision
+            from modelopt.onnx.quantization import quantize as mo_quantize
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"quantization needs nvidia-modelopt ({e.name or e}): pip install 'swinedge[quantize]'"
+        ) from None
+    return mo_quantize, convert_to_mixed_precision
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """modelopt logs at INFO to the root logger and prints banners; keep the CLI readable."""
+    levels = {name: logging.getLogger(name).level for name in ("", "modelopt", "onnxruntime")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def attention_matmul_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Names of MatMuls whose both inputs are activations (q.k^T and P.V)."""
+    consts = {i.name for i in proto.graph.initializer}
+    consts |= {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in proto.graph.node if n.op_type == "MatMul" and not (set(n.input) & consts)]
+
+
+def calibration_set_for(onnx_path: str | Path, calib: str | None, size: int, seed: int, warn=None) -> ImageSet:
+    info = onnx_info(onnx_path)
+    shape = info["input"]["shape"]
+    pre = info.get("preprocess") or {}
+    channels, img = int(shape[1]), int(shape[2])
+    preprocess = Preprocess(
+        img,
+        crop_pct=img / pre["resize"] if pre.get("resize") else 0.875,
+        mean=tuple(pre.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(pre.get("std", (0.229, 0.224, 0.225))),
+        channels=channels,
+    )
+    return load_image_set(calib, preprocess, size=size, seed=seed, warn=warn)
+
+
+def quantize_onnx(
+    onnx_path: str | Path,
+    out: str | Path,
+    options: QuantizeOptions | None = None,
+    *,
+    images: ImageSet | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> QuantizeResult:
+    """Quantize an exported FP32 graph; writes ``out`` and its manifest atomically."""
+    opts = options or QuantizeOptions()
+    opts.validate()
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise SwinedgeError(f"--out {out}: use a file name ending in .onnx")
+    proto = load_onnx(onnx_path)
+    info = onnx_info(onnx_path)
+    if info.get("precision") not in ("fp32", "unknown"):
+        raise SwinedgeError(f"{onnx_path} is already {info.get('precision')}: quantize the FP32 export instead")
+    if info.get("attention") == "plugin":
+        raise SwinedgeError(
+            f"{onnx_path} has plugin attention nodes: quantize the native export (`swinedge export` without "
+            "--attention plugin); the plugin is substituted after quantization"
+        )
+    input_name = proto.graph.input[0].name
+    mo_quantize, convert_to_mixed_precision = _import_modelopt()
+    if images is None:
+        images = calibration_set_for(onnx_path, opts.calib, opts.calib_size, opts.seed, warn)
+    start = time.perf_counter()
+    with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="swinedge-calib-") as scratch:
+        if opts.precision == "fp16":
+            with _quiet():
+                model = convert_to_mixed_precision(
+                    str(onnx_path),
+                    low_precision_type="fp16",
+                    op_types_to_exclude=list(opts.keep_high_precision) or None,
+                    keep_io_types=True,
+                    calibration_data=_npz_of(images.images[: opts.calib_batch], input_name, Path(scratch)),
+                    providers=["cpu"],
+                )
+            if on_batch is not None:
+                on_batch(min(len(images), opts.calib_batch))
+            onnx.save(model, str(tmp))
+        else:
+            excluded_nodes = []
+            if not opts.quantize_patch_embed:
+                excluded_nodes.append(PATCH_EMBED_PATTERN)
+            if not opts.quantize_head:
+                excluded_nodes.append(HEAD_PATTERN)
+            reader = _ProgressReader(images.images, input_name, opts.calib_batch, on_batch)
+            with _quiet():
+                mo_quantize(
+                    str(onnx_path),
+                    quantize_mode=opts.precision,
+                    calibration_data_reader=reader,
+                    calibration_method=opts.method,
+                    calibration_eps=["cpu"],
+                    op_types_to_exclude=list(opts.keep_high_precision) or None,
+                    nodes_to_exclude=excluded_nodes or None,
+                    high_precision_dtype=opts.high_precision_dtype,
+                    disable_mha_qdq=not opts.quantize_attention_matmuls,
+                    output_path=str(tmp),
+                    # CPU calibration logs a harmless NVML "error"; real failures raise.
+                    log_level="CRITICAL",
+                )
+            if not tmp.exists() or tmp.stat().st_size == 0:
+                raise SwinedgeError("modelopt wrote no output graph; rerun with a smaller --calib-size to see its log")
+        quantized = onnx.load(str(tmp))
+        onnx.checker.check_model(quantized)
+    seconds = time.perf_counter() - start
+    calibration = {
+        **images.describe(),
+        "method": opts.method if opts.precision != "fp16" else "autocast",
+        "seed": opts.seed,
+    }
+    base = info if isinstance(info, dict) else {}
+    manifest = write_manifest(
+        "onnx",
+        out,
+        model=base.get("model"),
+        config=base.get("config"),
+        source={"file": Path(onnx_path).name, "sha256": sha256_file(onnx_path)},
+        precision=opts.precision,
+        attention="native",
+        batch=base.get("batch"),
+        opset=base.get("opset"),
+        input=base.get("input"),
+        output=base.get("output"),
+        preprocess=base.get("preprocess"),
+        quantization={
+            "tool": "modelopt.onnx.autocast" if opts.precision == "fp16" else "modelopt.onnx.quantization",
+            "keep_high_precision": list(opts.keep_high_precision),
+            "quantize_patch_embed": opts.quantize_patch_embed,
+            "quantize_head": opts.quantize_head,
+            "quantize_attention_matmuls": opts.quantize_attention_matmuls,
+            "high_precision_dtype": opts.high_precision_dtype if opts.precision != "fp16" else "fp16",
+            "calibration": calibration,
+            "seconds": round(seconds, 2),
+        },
+    )
+    return QuantizeResult(out, manifest_path(out), seconds, calibration, manifest)
+
+
+def _npz_of(images: np.ndarray, input_name: str, folder: Path) -> str:
+    """AutoCast's reference runner reads calibration inputs from an .npz path."""
+    path = folder / "calibration.npz"
+    np.savez(path, **{input_name: images})
+    return str(path)

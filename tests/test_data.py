@@ -1,0 +1,131 @@
+"""Image sets: folders, manifests, bad files, the default set, preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from swinedge.data import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_image_set
+from swinedge.errors import SwinedgeError
+
+PRE = Preprocess(32)
+
+
+def _img(path: Path, color=(200, 30, 60), size=(40, 48), fmt=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format=fmt)
+    return path
+
+
+def test_folder_recursive_with_labels(tmp_path: Path) -> None:
+    _img(tmp_path / "cat" / "a.jpg")
+    _img(tmp_path / "cat" / "deep" / "b.png")
+    _img(tmp_path / "dog" / "c.webp")
+    _img(tmp_path / "dog" / "d.bmp")
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    s = load_image_set(tmp_path, PRE)
+    assert s.images.shape == (4, 3, 32, 32) and s.images.dtype == np.float32
+    assert s.class_names == ["cat", "dog"]
+    assert list(s.labels) == [0, 0, 1, 1]
+
+
+def test_flat_folder_has_no_labels(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png")
+    _img(tmp_path / "b.png")
+    assert load_image_set(tmp_path, PRE).labels is None
+
+
+def test_manifest_txt_and_json(tmp_path: Path) -> None:
+    _img(tmp_path / "imgs" / "a.png")
+    _img(tmp_path / "imgs" / "b.png")
+    (tmp_path / "m.txt").write_text("# path,label\nimgs/a.png,3\nimgs/b.png,7\n")
+    s = load_image_set(tmp_path / "m.txt", PRE)
+    assert list(s.labels) == [3, 7]
+    (tmp_path / "m.json").write_text(json.dumps([{"path": str(tmp_path / "imgs" / "b.png")}]))
+    s = load_image_set(tmp_path / "m.json", PRE)
+    assert len(s) == 1 and s.labels is None
+
+
+def test_manifest_half_labelled_is_an_error(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png")
+    _img(tmp_path / "b.png")
+    (tmp_path / "m.txt").write_text("a.png,1\nb.png\n")
+    with pytest.raises(SwinedgeError, match="every line has a label or none"):
+        load_image_set(tmp_path / "m.txt", PRE)
+
+
+def test_bad_files_are_skipped_and_counted(tmp_path: Path) -> None:
+    _img(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "fake.jpg").write_text("hello")
+    messages: list[str] = []
+    s = load_image_set(tmp_path, PRE, warn=messages.append)
+    assert len(s) == 1 and s.skipped == 2
+    assert messages == [messages[0]] and "skipped 2" in messages[0]
+
+
+def test_empty_folder_and_too_few(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SwinedgeError, match="no readable images found in .*empty"):
+        load_image_set(tmp_path / "empty", PRE)
+    _img(tmp_path / "two" / "a.png")
+    _img(tmp_path / "two" / "b.png")
+    with pytest.raises(SwinedgeError, match="asked for 5 images but found 2"):
+        load_image_set(tmp_path / "two", PRE, size=5)
+
+
+def test_seeded_subset(tmp_path: Path) -> None:
+    for i in range(10):
+        _img(tmp_path / f"{i}.png", color=(i * 20, 0, 0))
+    a = load_image_set(tmp_path, PRE, size=4, seed=1)
+    b = load_image_set(tmp_path, PRE, size=4, seed=1)
+    c = load_image_set(tmp_path, PRE, size=4, seed=2)
+    assert a.paths == b.paths and a.paths != c.paths and len(a) == 4
+
+
+def test_default_set_is_real_photos_and_fills_with_crops() -> None:
+    s = load_image_set(None, PRE, size=20, seed=0)
+    assert len(s) == 20 and s.source == "default"
+    assert sum(not p.startswith("crop:") for p in s.paths) == 9
+    # Real photos: not constant, spread over the normalized range.
+    assert s.images.std() > 0.5
+
+
+def test_constant_image_normalizes_exactly(tmp_path: Path) -> None:
+    _img(tmp_path / "c.png", color=(51, 102, 204), size=(70, 50))
+    x = load_image_set(tmp_path, PRE).images[0]
+    expected = (np.array([51, 102, 204]) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    np.testing.assert_allclose(x.mean(axis=(1, 2)), expected, atol=1e-5)
+    assert np.ptp(x, axis=(1, 2)).max() < 1e-5
+
+
+def test_center_crop_keeps_center_and_cuts_edges(tmp_path: Path) -> None:
+    """A wide image: resize shorter side to 36 (32/0.875), then the center 32x32."""
+    img = np.zeros((100, 300, 3), np.uint8)
+    img[:, :100] = 255  # left third white: must be cropped away
+    img[40:60, 140:160] = 128  # center square: must stay centered
+    Image.fromarray(img).save(tmp_path / "w.png")
+    x = load_image_set(tmp_path, Preprocess(32, mean=(0, 0, 0), std=(1, 1, 1))).images[0, 0]
+    assert x[:, 0].max() < 0.05  # no white from the left third
+    ys, xs = np.nonzero(x > 0.3)
+    assert abs(ys.mean() - 15.5) < 1 and abs(xs.mean() - 15.5) < 1
+
+
+def test_grayscale_to_rgb_and_single_channel(tmp_path: Path) -> None:
+    Image.new("L", (40, 40), 100).save(tmp_path / "g.png")
+    assert load_image_set(tmp_path, PRE).images.shape == (1, 3, 32, 32)
+    assert load_image_set(tmp_path, Preprocess(32, channels=1)).images.shape == (1, 1, 32, 32)
+
+
+def test_digits_splits_are_disjoint_and_labelled() -> None:
+    test = load_image_set("digits", PRE)
+    train = load_image_set("digits-train", PRE)
+    assert len(test) + len(train) == 1797
+    assert sorted(set(test.labels.tolist())) == list(range(10))
+    # No test image appears in the training split.
+    train_keys = {x.tobytes() for x in train.images}
+    assert sum(x.tobytes() in train_keys for x in test.images) < 15  # a few scans are pixel-identical

@@ -1,0 +1,134 @@
+"""INT8 Q/DQ placement, FP16 AutoCast, calibration progress, CLI bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from swinedge.cli import app
+from swinedge.export import export_onnx
+from swinedge.quantize import QuantizeOptions, attention_matmul_nodes, quantize_onnx
+
+NAME = "swin_micro_patch4_window4_64"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory) -> Path:
+    return export_onnx(NAME, tmp_path_factory.mktemp("q") / "m.onnx").onnx_path
+
+
+def _graph(path: Path):
+    proto = onnx.load(str(path))
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    inits = {i.name for i in proto.graph.initializer}
+    return proto, producers, inits
+
+
+def _dq_fed(node, producers) -> list[bool]:
+    return [i in producers and producers[i].op_type == "DequantizeLinear" for i in node.input]
+
+
+def _linear_matmuls(path: Path) -> list[str]:
+    """Names of MatMuls with a weight operand in the FP32 graph (the Linears)."""
+    proto, _, inits = _graph(path)
+    return [n.name for n in proto.graph.node if n.op_type == "MatMul" and set(n.input) & inits]
+
+
+@pytest.fixture(scope="module")
+def int8(fp32: Path) -> tuple[Path, list[int]]:
+    seen: list[int] = []
+    out = fp32.with_name("m.int8.onnx")
+    quantize_onnx(
+        fp32, out, QuantizeOptions(calib_size=16, method="max", high_precision_dtype="fp32"), on_batch=seen.append
+    )
+    return out, seen
+
+
+def test_int8_qdq_placement(fp32: Path, int8) -> None:
+    path, _ = int8
+    proto, producers, _ = _graph(path)
+    by_name = {n.name: n for n in proto.graph.node}
+    linears = _linear_matmuls(fp32)
+    assert len(linears) == 2 * 8 + 3 + 2 * 8  # qkv+proj, merges, fc1+fc2 per block
+    for name in linears:
+        assert all(_dq_fed(by_name[name], producers)), f"{name} not quantized on both inputs"
+    for node in proto.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert not any(_dq_fed(node, producers)), f"Q/DQ feeds {node.name}"
+        # Residual adds are the block's own Add / Add_1 (bias adds live under /attn/, /mlp/).
+        if node.op_type == "Add" and node.name.rsplit("/", 2)[-2].startswith("blocks."):
+            assert not any(_dq_fed(node, producers)), f"residual {node.name} quantized"
+    # Attention matmuls, patch embedding and head stay in high precision by default.
+    for name in attention_matmul_nodes(onnx.load(str(fp32))):
+        assert not any(_dq_fed(by_name[name], producers)), name
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    head = next(n for n in proto.graph.node if n.op_type == "Gemm")
+    assert not any(_dq_fed(conv, producers)) and not any(_dq_fed(head, producers))
+
+
+def test_calibration_progress_counts_every_image(int8) -> None:
+    _, seen = int8
+    assert sum(seen) == 16
+
+
+def test_int8_close_to_fp32(fp32: Path, int8) -> None:
+    from swinedge.export import run_onnx_cpu
+
+    x = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    a, b = run_onnx_cpu(fp32, x), run_onnx_cpu(int8[0], x)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99
+    assert not np.allclose(a, b, atol=1e-6)  # really quantized
+
+
+def test_quantize_head_option(fp32: Path, tmp_path: Path) -> None:
+    out = tmp_path / "h.onnx"
+    quantize_onnx(fp32, out, QuantizeOptions(calib_size=8, method="max", quantize_head=True, high_precision_dtype="fp32"))
+    proto, producers, _ = _graph(out)
+    head = next(n for n in proto.graph.node if n.op_type == "Gemm")
+    assert _dq_fed(head, producers)[0]
+
+
+@pytest.mark.slow
+def test_fp16_autocast_keeps_layernorm_fp32(fp32: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.fp16.onnx"
+    quantize_onnx(fp32, out, QuantizeOptions(precision="fp16", calib_size=8))
+    proto = onnx.load(str(out))
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    fp16_inits = [i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(fp16_inits) > 20  # weights converted
+    for node in proto.graph.node:
+        if node.op_type in ("LayerNormalization", "Softmax"):
+            assert types.get(node.input[0]) == onnx.TensorProto.FLOAT, node.name
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
+
+
+def _err(result) -> str:
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_cli_bad_input(fp32: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "q.onnx"
+    r = runner.invoke(app, ["quantize", str(tmp_path / "missing.onnx"), "--out", str(out)])
+    assert "ONNX file not found" in _err(r)
+    r = runner.invoke(app, ["quantize", str(fp32), "--precision", "int4", "--out", str(out)])
+    assert "--precision must be one of int8, fp8, fp16" in _err(r)
+    truncated = tmp_path / "t.onnx"
+    truncated.write_bytes(fp32.read_bytes()[:5000])
+    r = runner.invoke(app, ["quantize", str(truncated), "--out", str(out)])
+    assert "is not a valid ONNX model" in _err(r)
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["quantize", str(fp32), "--calib", str(tmp_path / "empty"), "--out", str(out)])
+    assert "no readable images found" in _err(r)
+    r = runner.invoke(app, ["quantize", str(fp32), "--calib-size", "0", "--out", str(out)])
+    assert "--calib-size must be >= 1" in _err(r)
+    assert not out.parent.exists() or not list(out.parent.iterdir())

@@ -1,0 +1,83 @@
+"""Comparison metrics and `swinedge verify` on good and damaged graphs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from swinedge.cli import app
+from swinedge.export import export_onnx
+from swinedge.verify import compare_logits
+
+NAME = "swin_micro_patch4_window4_64"
+runner = CliRunner()
+
+
+def test_compare_logits_known_values() -> None:
+    ref = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    cand = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 0.0]])
+    c = compare_logits(ref, cand, labels=np.array([0, 2]))
+    assert c.top1_agreement == 100.0
+    assert c.cosine_min == pytest.approx(1 / np.sqrt(2))
+    assert c.cosine_mean == pytest.approx((1 / np.sqrt(2) + 1) / 2)
+    assert c.max_abs_err == 1.0
+    assert c.top1_reference == 50.0 and c.top1_drop == 0.0
+    flipped = compare_logits(ref, -ref)
+    assert flipped.cosine_mean == pytest.approx(-1.0)
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("v")
+    good = export_onnx(NAME, d / "good.onnx").onnx_path
+    proto = onnx.load(str(good))
+    # Damage: flip the sign of one attention projection's weights in the last stage.
+    for init in proto.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.ndim == 2 and arr.shape == (256, 256):
+            init.CopyFrom(numpy_helper.from_array(-arr * 3, init.name))
+            break
+    else:
+        raise AssertionError("no 256x256 weight found")
+    bad = d / "bad.onnx"
+    onnx.save(proto, str(bad))
+    return good, bad
+
+
+def test_verify_passes_on_faithful_export(graphs) -> None:
+    good, _ = graphs
+    r = runner.invoke(app, ["verify", NAME, str(good), "--json", "--size", "16"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["passed"] and report["cosine_min"] > 0.99999 and report["top1_agreement"] == 100.0
+
+
+def test_verify_trips_on_damaged_graph(graphs) -> None:
+    good, bad = graphs
+    r = runner.invoke(app, ["verify", str(good), str(bad), "--size", "16"])
+    assert r.exit_code == 1
+    assert "FAILED: mean logit cosine" in r.stderr
+
+
+def test_verify_with_labels_reports_top1(graphs, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        for i in range(2):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            Image.new("RGB", (80, 80), (60 * i, 90, 200)).save(tmp_path / cls / f"{i}.png")
+    good, _ = graphs
+    r = runner.invoke(app, ["verify", NAME, str(good), "--data", str(tmp_path), "--json"])
+    report = json.loads(r.stdout)
+    assert report["images"] == 4 and report["top1_reference"] is not None and report["top1_drop"] == 0.0
+
+
+def test_verify_missing_candidate(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["verify", NAME, str(tmp_path / "nope.onnx")])
+    assert r.exit_code != 0 and "Traceback" not in r.output and "not found" in r.stderr
