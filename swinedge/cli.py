@@ -109,13 +109,16 @@ def build(
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; yields ``advance(n)``."""
+    """A rich progress bar on stderr; yields ``advance(n)``.
+
+    Bound to the stream that is stderr *now*, so libraries that print while we capture
+    their output (calibration) do not swallow the bar."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err,
+        console=Console(file=sys.stderr),
         transient=True,
     ) as bar:
         task = bar.add_task(description, total=total)

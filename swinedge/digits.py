@@ -106,10 +106,10 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def train_digits_model(
     *,
-    epochs: int = 40,
+    epochs: int = 50,
     seed: int = 0,
-    batch_size: int = 64,
-    lr: float = 3e-3,
+    batch_size: int = 32,
+    lr: float = 2e-3,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> tuple[SwinTransformer, dict]:
     """Train the digits model on CPU; returns (model in eval mode, training summary)."""
@@ -155,7 +155,7 @@ def train_digits_model(
     return model, summary
 
 
-def digits_checkpoint(cache_dir: str | Path, *, epochs: int = 40, seed: int = 0, progress=None) -> tuple[Path, dict]:
+def digits_checkpoint(cache_dir: str | Path, *, epochs: int = 50, seed: int = 0, progress=None) -> tuple[Path, dict]:
     """Train once and cache the checkpoint under ``cache_dir``; later calls reuse it."""
     import json
 

@@ -116,14 +116,16 @@ def _import_modelopt():
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """modelopt logs at INFO to the root logger and prints banners; keep the CLI readable."""
+    """modelopt and ONNX Runtime's calibrators log, print and draw tqdm bars; keep the CLI
+    readable. Progress is reported through ``on_batch`` instead (bound to the real stream)."""
     levels = {name: logging.getLogger(name).level for name in ("", "modelopt", "onnxruntime")}
     for name in levels:
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
+        import io
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:

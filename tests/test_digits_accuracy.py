@@ -1,0 +1,47 @@
+"""The embedded accuracy task: FP32 / FP16 / INT8 top-1 on held-out handwritten digits.
+
+Trains the digits model once per test session (about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from swinedge.digits import digits_checkpoint
+from swinedge.pipeline import digits_accuracy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def digits_ckpt(tmp_path_factory) -> Path:
+    path, summary = digits_checkpoint(tmp_path_factory.mktemp("digits-cache"))
+    assert summary["test_images"] == 539
+    return path
+
+
+@pytest.fixture(scope="session")
+def table(digits_ckpt: Path, tmp_path_factory) -> dict:
+    return digits_accuracy(tmp_path_factory.mktemp("digits-work"), checkpoint=digits_ckpt)
+
+
+def _top1(table: dict, runtime: str) -> float:
+    return next(r["top1"] for r in table["rows"] if r["runtime"] == runtime)
+
+
+def test_fp32_model_really_learned(table: dict) -> None:
+    assert _top1(table, "torch fp32") > 93.0  # chance is 10%
+    assert _top1(table, "onnxruntime fp32") == _top1(table, "torch fp32")
+
+
+def test_fp16_within_0_1_points(table: dict) -> None:
+    assert _top1(table, "torch fp32") - _top1(table, "onnxruntime fp16") <= 0.1
+
+
+def test_int8_within_0_5_points(table: dict) -> None:
+    fp32, int8 = _top1(table, "torch fp32"), _top1(table, "onnxruntime int8")
+    assert fp32 - int8 <= 0.5, f"INT8 {int8:.2f} vs FP32 {fp32:.2f}"
+    row = next(r for r in table["rows"] if r["runtime"] == "onnxruntime int8")
+    assert row["top1_agreement"] >= 98.0
