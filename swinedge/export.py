@@ -99,8 +99,10 @@ def export_onnx(
                 opset_version=opset,
                 do_constant_folding=True,
                 dynamo=False,
+                custom_opsets={"swinedge": 1} if attention == "plugin" else None,
             )
-        proto = onnx.load(str(tmp))
+        proto = remove_identity_nodes(onnx.load(str(tmp)))
+        onnx.save(proto, str(tmp))
         onnx.checker.check_model(proto)
         leftover = [node.op_type for node in proto.graph.node if node.op_type == "Shape"]
         if leftover:
@@ -126,6 +128,30 @@ def export_onnx(
         parity={"runtime": "onnxruntime-cpu", "batch": n, "max_abs_err": max_abs},
     )
     return ExportResult(out, manifest_path(out), max_abs, seconds, manifest)
+
+
+def remove_identity_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop Identity nodes (the exporter emits them for shared parameters) by rewiring."""
+    graph_outputs = {o.name for o in proto.graph.output}
+    alias: dict[str, str] = {}
+    kept = []
+    for node in proto.graph.node:
+        if node.op_type == "Identity" and node.output[0] not in graph_outputs:
+            alias[node.output[0]] = node.input[0]
+        else:
+            kept.append(node)
+
+    def resolve(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = resolve(name)
+    del proto.graph.node[:]
+    proto.graph.node.extend(kept)
+    return proto
 
 
 def preprocess_spec(img_size: int) -> dict[str, Any]:

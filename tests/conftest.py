@@ -7,9 +7,17 @@ timm importable. Each skips with the reason where its requirement is absent.
 from __future__ import annotations
 
 import importlib.util
+import os
 
-import pytest
 import torch
+
+# Triton reads TRITON_INTERPRET once, at import: without a GPU, run the kernel in its
+# interpreter. Set before anything imports Triton; AOT compilation runs in a subprocess.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+
+import pytest  # noqa: E402
 
 
 def _has(module: str) -> bool:

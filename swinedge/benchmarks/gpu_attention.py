@@ -1,0 +1,154 @@
+"""GPU figures of the fused window attention (needs CUDA and Triton).
+
+    python -m swinedge.benchmarks.gpu_attention [--batches 1,32,64] [--iters 50] [--json FILE]
+
+For every Swin-T and Swin-B stage geometry (shifted and not), in fp16, prints the
+median time of three implementations of the same attention core, measured in one run:
+the fused Triton kernel, the unfused torch eager path (roll, partition, bias, mask,
+softmax, reverse) and a torch ``scaled_dot_product_attention`` path (same data
+movement, fused softmax). It also prints the kernel's achieved bandwidth (bytes it must
+move / time) against the GPU's memory bandwidth (a device-to-device copy measured in
+this run, and the data-sheet peak where the GPU is known), and whole-model Swin-T
+forward time with fused vs reference attention.
+
+Targets (issue #4): fused >= 3x faster than eager at batch 32 on H100, >= 60% of the
+memory-bandwidth roofline, whole-model forward >= 1.3x faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from swinedge.models import SwinConfig, create_model
+from swinedge.ops.window_attention import WindowGeometry, shift_mask, window_attention_reference, window_partition, window_reverse
+
+# Data-sheet memory bandwidth, GB/s (SXM parts where two exist).
+PEAK_BANDWIDTH_GBS = {"H100": 3350, "H200": 4800, "A100": 2039, "L4": 300, "L40S": 864, "A10": 600, "Orin": 205, "T4": 320}
+
+
+def attention_bytes(g: WindowGeometry, batch: int, elem: int = 2) -> int:
+    """Bytes the fused kernel must move: read qkv and bias, write the output."""
+    tokens = g.height * g.width
+    return batch * tokens * 4 * g.dim * elem + g.num_heads * g.tokens_per_window**2 * 4
+
+
+def window_attention_sdpa(qkv, bias, pad_qkv, g: WindowGeometry, mask=None):
+    """The same core through torch's fused SDPA (data movement in torch, as eager)."""
+    x = qkv.reshape(-1, g.height, g.width, 3 * g.dim)
+    if g.shift:
+        x = torch.roll(x, shifts=(-g.shift, -g.shift), dims=(1, 2))
+    ph, pw = g.padded_height - g.height, g.padded_width - g.width
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+        valid = torch.zeros(1, g.padded_height, g.padded_width, 1, dtype=x.dtype, device=x.device)
+        valid[:, : g.height, : g.width] = 1
+        x = x + (1 - valid) * pad_qkv
+    n = g.tokens_per_window
+    w = window_partition(x, g.window, g.padded_height, g.padded_width, 3 * g.dim).reshape(-1, n, 3, g.num_heads, g.head_dim)
+    q, k, v = w.permute(2, 0, 3, 1, 4).unbind(0)
+    add = bias.to(q.dtype).unsqueeze(0)
+    if g.shift:
+        m = mask if mask is not None else shift_mask(g).to(q.device)
+        add = (add.unsqueeze(0) + m.to(q.dtype)[None, :, None]).reshape(-1, g.num_heads, n, n)
+        add = add.repeat(q.shape[0] // add.shape[0], 1, 1, 1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=add)
+    out = out.transpose(1, 2).reshape(-1, g.window, g.window, g.dim)
+    out = window_reverse(out, g.window, g.padded_height, g.padded_width, g.dim)[:, : g.height, : g.width]
+    if g.shift:
+        out = torch.roll(out, shifts=(g.shift, g.shift), dims=(1, 2))
+    return out.reshape(-1, g.height * g.width, g.dim)
+
+
+def cuda_median_ms(fn, iters: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def copy_bandwidth_gbs(iters: int = 20) -> float:
+    x = torch.empty(512 * 1024 * 1024 // 2, dtype=torch.float16, device="cuda")
+    y = torch.empty_like(x)
+    ms = cuda_median_ms(lambda: y.copy_(x), iters)
+    return 2 * x.numel() * 2 / (ms * 1e-3) / 1e9
+
+
+def stage_geometries() -> dict[str, list[WindowGeometry]]:
+    out = {}
+    for label, cfg in (("Swin-T", SwinConfig()), ("Swin-B", SwinConfig(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)))):
+        seen = []
+        for stage in cfg.stage_geometries():
+            for g in stage[:2]:
+                if g not in seen:
+                    seen.append(g)
+        out[label] = seen
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", default="1,32,64")
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("error: this benchmark needs a CUDA GPU")
+    from swinedge.ops.triton_kernel import window_attention_triton
+
+    gpu = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_BANDWIDTH_GBS.items() if k in gpu), None)
+    copy_bw = copy_bandwidth_gbs()
+    print(f"GPU: {gpu}; device-to-device copy {copy_bw:.0f} GB/s; data-sheet peak {peak or 'unknown'} GB/s")
+    rows = []
+    header = f"{'model':7s} {'geometry':24s} {'batch':>5s} {'fused ms':>9s} {'eager ms':>9s} {'sdpa ms':>9s} {'vs eager':>8s} {'vs sdpa':>8s} {'GB/s':>7s} {'%copy':>6s} {'%peak':>6s}"
+    print(header)
+    for label, geoms in stage_geometries().items():
+        for g in geoms:
+            for batch in [int(b) for b in args.batches.split(",")]:
+                gen = torch.Generator(device="cuda").manual_seed(0)
+                qkv = torch.randn(batch, g.height * g.width, 3 * g.dim, device="cuda", dtype=torch.float16, generator=gen)
+                bias = torch.randn(g.num_heads, g.tokens_per_window, g.tokens_per_window, device="cuda", generator=gen)
+                pad = torch.randn(3 * g.dim, device="cuda", dtype=torch.float16, generator=gen)
+                mask = shift_mask(g).cuda() if g.shift else None
+                fused = cuda_median_ms(lambda: window_attention_triton(qkv, bias, pad, g), args.iters)
+                eager = cuda_median_ms(lambda: window_attention_reference(qkv, bias, pad, g, mask), args.iters)
+                sdpa = cuda_median_ms(lambda: window_attention_sdpa(qkv, bias, pad, g, mask), args.iters)
+                gbs = attention_bytes(g, batch) / (fused * 1e-3) / 1e9
+                row = dict(model=label, geometry=f"{g.height}x{g.width} w{g.window} s{g.shift} h{g.num_heads}", batch=batch,
+                           fused_ms=fused, eager_ms=eager, sdpa_ms=sdpa, speedup_eager=eager / fused, speedup_sdpa=sdpa / fused,
+                           achieved_gbs=gbs, pct_copy=100 * gbs / copy_bw, pct_peak=100 * gbs / peak if peak else None)  # fmt: skip
+                rows.append(row)
+                print(f"{label:7s} {row['geometry']:24s} {batch:5d} {fused:9.4f} {eager:9.4f} {sdpa:9.4f} "
+                      f"{row['speedup_eager']:7.2f}x {row['speedup_sdpa']:7.2f}x {gbs:7.0f} {row['pct_copy']:5.0f}% "
+                      + (f"{row['pct_peak']:5.0f}%" if peak else "    -"))  # fmt: skip
+    whole = {}
+    model = create_model("swin_tiny_patch4_window7_224").eval().cuda().half()
+    for batch in (32, 64):
+        x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=torch.float16)
+        with torch.no_grad():
+            model.set_attention_impl("reference")
+            ref = cuda_median_ms(lambda: model(x), 20)
+            model.set_attention_impl("fused")
+            fus = cuda_median_ms(lambda: model(x), 20)
+        whole[batch] = {"reference_ms": ref, "fused_ms": fus, "speedup": ref / fus}
+        print(f"Swin-T fp16 whole forward, batch {batch}: reference {ref:.2f} ms, fused {fus:.2f} ms ({ref / fus:.2f}x)")
+    if args.json:
+        args.json.write_text(json.dumps({"gpu": gpu, "copy_gbs": copy_bw, "peak_gbs": peak, "rows": rows, "whole_model": whole}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

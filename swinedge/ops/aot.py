@@ -1,0 +1,190 @@
+"""Ahead-of-time compilation of the fused kernel to PTX (no GPU needed).
+
+This is what the TensorRT plugin's AOT implementation returns: kernel name, PTX and
+launch parameters. TensorRT launches an AOT kernel with the arguments
+``(inputs..., extra scalars..., outputs...)``; ours are ``(qkv, bias, pad_qkv, out)``
+with no extra scalars (every size is a compile-time constant but the batch, which only
+enters the grid).
+
+Triton >= 3.3 appends hidden scratch-pointer parameters to every kernel. TensorRT would
+not pass them, so we require the compiled kernel to need no scratch memory, check that
+the PTX body never reads those parameters, and drop their declarations: the PTX entry
+then takes exactly TensorRT's arguments.
+
+Run as a module to compile one geometry and print a JSON summary::
+
+    python -m swinedge.ops.aot --cc 90 --height 56 --window 7 --shift 3 --heads 3 --head-dim 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+from swinedge.errors import SwinedgeError
+from swinedge.ops.triton_kernel import check_geometry, constexprs, kernel, launch_config
+from swinedge.ops.window_attention import WindowGeometry
+
+KERNEL_ARGS = ("qkv", "bias", "pad_qkv", "out")
+SUPPORTED_CC = (80, 86, 87, 89, 90, 100, 120)
+# PTX ISA 8.0 loads on every CUDA 12.0+ driver (Jetson Orin's JetPack 6 included). Left
+# alone, Triton picks the ISA of whatever ptxas it finds, which can need a newer driver
+# than the deployment target has.
+DEFAULT_PTX_VERSION = 80
+_DTYPES = {"float16": "fp16", "float32": "fp32", "bfloat16": "bf16"}
+
+
+@dataclass(frozen=True)
+class AotKernel:
+    name: str
+    ptx: str
+    compute_capability: int
+    dtype: str
+    num_warps: int
+    shared_mem: int
+    grid_per_image: int  # grid_x = batch * grid_per_image
+    grid_y: int  # heads
+    block_x: int
+
+    def launch_dims(self, batch: int) -> tuple[int, int, int, int, int, int, int]:
+        """(grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_mem) for ``batch``."""
+        return (batch * self.grid_per_image, self.grid_y, 1, self.block_x, 1, 1, self.shared_mem)
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        ptx = d.pop("ptx")
+        d["ptx_sha256"] = hashlib.sha256(ptx.encode()).hexdigest()
+        d["ptx_params"] = len(entry_params(ptx, self.name))
+        d["ptx_target"] = re.search(r"\.target\s+(\w+)", ptx).group(1)
+        d["ptx_isa"] = re.search(r"\.version\s+([\d.]+)", ptx).group(1)
+        return d
+
+
+def entry_params(ptx: str, name: str) -> list[str]:
+    m = re.search(rf"\.entry\s+{re.escape(name)}\s*\((.*?)\)", ptx, re.S)
+    if not m:
+        raise SwinedgeError(f"PTX has no entry named {name}")
+    return [p.strip() for p in m.group(1).split(",") if p.strip()]
+
+
+def strip_unused_params(ptx: str, name: str, keep: int) -> str:
+    """Drop entry parameters after the first ``keep`` when the body never reads them."""
+    params = entry_params(ptx, name)
+    if len(params) < keep:
+        raise SwinedgeError(f"kernel {name} has {len(params)} parameters, expected at least {keep}")
+    extra = [p.split()[-1] for p in params[keep:]]
+    body = ptx[ptx.index("{", ptx.index(f".entry {name}")) :]
+    used = [p for p in extra if re.search(rf"\b{re.escape(p)}\b", body)]
+    if used:
+        raise SwinedgeError(f"kernel {name} reads hidden parameters {used}: TensorRT cannot pass them")
+    if not extra:
+        return ptx
+    m = re.search(rf"(\.entry\s+{re.escape(name)}\s*\()(.*?)(\))", ptx, re.S)
+    kept = ",\n".join("\t" + p for p in params[:keep])
+    return ptx[: m.start(2)] + "\n" + kept + "\n" + ptx[m.end(2) :]
+
+
+def compile_window_attention(
+    geometry: WindowGeometry,
+    *,
+    compute_capability: int = 90,
+    dtype: str = "float16",
+    has_pad: bool | None = None,
+    ptx_version: int = DEFAULT_PTX_VERSION,
+) -> AotKernel:
+    """Compile the kernel for one geometry, dtype and GPU architecture to PTX."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    check_geometry(geometry)
+    if dtype not in _DTYPES:
+        raise SwinedgeError(f"dtype must be one of {', '.join(_DTYPES)}, got '{dtype}'")
+    if compute_capability not in SUPPORTED_CC:
+        raise SwinedgeError(f"compute capability {compute_capability} is not one of {', '.join(map(str, SUPPORTED_CC))}")
+    g = geometry
+    if has_pad is None:
+        has_pad = g.padded_height != g.height or g.padded_width != g.width
+    cfg = launch_config(g)
+    consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=dtype == "float32")
+    t = _DTYPES[dtype]
+    signature = {"qkv_ptr": f"*{t}", "bias_ptr": "*fp32", "pad_ptr": f"*{t}", "out_ptr": f"*{t}"}
+    signature.update({name: "constexpr" for name in consts})
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # pin today's default; silences a notice
+    compiled = triton.compile(
+        ASTSource(fn=kernel(interpret=False), signature=signature, constexprs=consts),
+        target=GPUTarget("cuda", compute_capability, 32),
+        options={"num_warps": cfg.num_warps, "ptx_version": ptx_version},
+    )
+    md = compiled.metadata
+    for scratch in ("global_scratch_size", "profile_scratch_size"):
+        if getattr(md, scratch, 0):
+            raise SwinedgeError(f"compiled kernel needs {scratch}={getattr(md, scratch)}: TensorRT cannot provide it")
+    ptx = strip_unused_params(compiled.asm["ptx"], md.name, keep=len(KERNEL_ARGS))
+    return AotKernel(
+        name=md.name,
+        ptx=ptx,
+        compute_capability=compute_capability,
+        dtype=dtype,
+        num_warps=md.num_warps,
+        shared_mem=md.shared,
+        grid_per_image=g.num_windows * cfg.query_blocks,
+        grid_y=g.num_heads,
+        block_x=md.num_warps * 32,
+    )
+
+
+def compile_in_subprocess(geometry: WindowGeometry, *, compute_capability: int, dtype: str = "float16") -> dict:
+    """Compile in a fresh process (needed where this one runs Triton interpreted)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    g = geometry
+    cmd = [
+        sys.executable, "-m", "swinedge.ops.aot", "--cc", str(compute_capability), "--dtype", dtype,
+        "--height", str(g.height), "--width", str(g.width), "--window", str(g.window), "--shift", str(g.shift),
+        "--heads", str(g.num_heads), "--head-dim", str(g.head_dim), "--with-ptx",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise SwinedgeError((proc.stderr.strip().splitlines() or ["kernel compilation failed"])[-1])
+    return json.loads(proc.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Compile the fused window-attention kernel to PTX.")
+    ap.add_argument("--cc", type=int, default=90, help="compute capability, e.g. 87 (Orin), 89 (L4), 90 (H100)")
+    ap.add_argument("--dtype", default="float16", choices=sorted(_DTYPES))
+    ap.add_argument("--height", type=int, required=True)
+    ap.add_argument("--width", type=int)
+    ap.add_argument("--window", type=int, required=True)
+    ap.add_argument("--shift", type=int, default=0)
+    ap.add_argument("--heads", type=int, required=True)
+    ap.add_argument("--head-dim", type=int, default=32)
+    ap.add_argument("--ptx-version", type=int, default=DEFAULT_PTX_VERSION, help="PTX ISA, e.g. 80 = 8.0 (CUDA 12.0+ drivers)")
+    ap.add_argument("--with-ptx", action="store_true", help="include the PTX text in the JSON")
+    ap.add_argument("--out", help="write the PTX here")
+    a = ap.parse_args(argv)
+    g = WindowGeometry(a.height, a.width or a.height, a.window, a.shift, a.heads, a.head_dim)
+    try:
+        k = compile_window_attention(g, compute_capability=a.cc, dtype=a.dtype, ptx_version=a.ptx_version)
+    except SwinedgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.out:
+        from swinedge.io import write_bytes_atomic
+
+        write_bytes_atomic(a.out, k.ptx.encode())
+    summary = k.summary()
+    if a.with_ptx:
+        summary["ptx"] = k.ptx
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

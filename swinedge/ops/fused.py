@@ -1,0 +1,67 @@
+"""``torch.ops.swinedge.window_attention``: one op, three implementations.
+
+* CPU: the torch reference math (:func:`window_attention_reference`);
+* CUDA: the fused Triton kernel;
+* fake/meta: output shape only, so ``torch.export``, ``torch.compile`` and ONNX export
+  trace through it.
+
+The model selects it with ``set_attention_impl("fused")``; results equal "reference".
+Inference only: no autograd formula is registered.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from swinedge.ops.window_attention import WindowGeometry, window_attention_reference
+
+OP_NAME = "swinedge::window_attention"
+
+
+def _geometry(qkv: torch.Tensor, height: int, width: int, window: int, shift: int, num_heads: int) -> WindowGeometry:
+    dim = qkv.shape[-1] // 3
+    return WindowGeometry(height, width, window, shift, num_heads, dim // num_heads)
+
+
+@torch.library.custom_op(OP_NAME, mutates_args=())
+def window_attention(
+    qkv: torch.Tensor,
+    bias: torch.Tensor,
+    pad_qkv: Optional[torch.Tensor],
+    height: int,
+    width: int,
+    window: int,
+    shift: int,
+    num_heads: int,
+) -> torch.Tensor:
+    """Shifted-window attention core: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` (natural order)."""
+    g = _geometry(qkv, height, width, window, shift, num_heads)
+    return window_attention_reference(qkv, bias, pad_qkv, g)
+
+
+@window_attention.register_kernel("cuda")
+def _window_attention_cuda(qkv, bias, pad_qkv, height, width, window, shift, num_heads):
+    from swinedge.ops.triton_kernel import window_attention_triton
+
+    g = _geometry(qkv, height, width, window, shift, num_heads)
+    return window_attention_triton(qkv, bias, pad_qkv, g)
+
+
+@window_attention.register_fake
+def _window_attention_fake(qkv, bias, pad_qkv, height, width, window, shift, num_heads):
+    return qkv.new_empty(qkv.shape[0], height * width, qkv.shape[-1] // 3)
+
+
+def window_attention_fused(
+    qkv: torch.Tensor, bias: torch.Tensor, pad_qkv: Optional[torch.Tensor], geometry: WindowGeometry
+) -> torch.Tensor:
+    g = geometry
+    if qkv.is_cuda:
+        from swinedge.ops.triton_kernel import check_geometry
+
+        check_geometry(g, qkv.dtype)  # clear error before tracing or launching
+    if pad_qkv is None:
+        pad_qkv = qkv.new_zeros(3 * g.dim)
+    return torch.ops.swinedge.window_attention(qkv, bias, pad_qkv, g.height, g.width, g.window, g.shift, g.num_heads)

@@ -1,0 +1,89 @@
+"""The plugin-node export: structure for TensorRT, and execution on ONNX Runtime CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import defs
+from typer.testing import CliRunner
+
+from swinedge.cli import app
+from swinedge.export import export_onnx, run_onnx_cpu
+from swinedge.models import create_model, load_model
+from swinedge.ops.onnx_plugin import PLUGIN_DOMAIN, PLUGIN_NAME, node_geometry, plugin_nodes
+
+NAME = "swin_micro_patch4_window4_64"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("plugin")
+    native = export_onnx(NAME, d / "native.onnx").onnx_path
+    plugin = export_onnx(NAME, d / "plugin.onnx", attention="plugin").onnx_path
+    return native, plugin
+
+
+def test_one_plugin_node_per_block(graphs) -> None:
+    _, plugin = graphs
+    proto = onnx.load(str(plugin))
+    nodes = plugin_nodes(proto)
+    model, _ = load_model(NAME)
+    geoms = [m.geometry for m in model.attention_modules()]
+    assert len(nodes) == len(geoms) == 8
+    assert [node_geometry(n) for n in nodes] == geoms
+    assert not any(n.op_type in ("Softmax",) for n in proto.graph.node)  # attention fully replaced
+    assert any(o.domain == PLUGIN_DOMAIN for o in proto.opset_import)
+
+
+def test_node_is_what_tensorrt_parses(graphs) -> None:
+    _, plugin = graphs
+    proto = onnx.load(str(plugin))
+    inits = {i.name: i for i in proto.graph.initializer}
+    standard = {s.name for s in defs.get_all_schemas()}
+    assert PLUGIN_NAME not in standard  # the parser would otherwise import a built-in op
+    for node in plugin_nodes(proto):
+        attrs = {a.name: a for a in node.attribute}
+        assert onnx.helper.get_attribute_value(attrs["plugin_namespace"]) == b"swinedge"
+        assert onnx.helper.get_attribute_value(attrs["plugin_version"]) == b"1"
+        assert all(a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.STRING) for a in node.attribute)
+        g = node_geometry(node)
+        bias = inits[node.input[1]]
+        assert list(bias.dims) == [g.num_heads, g.tokens_per_window, g.tokens_per_window]
+        assert list(inits[node.input[2]].dims) == [3 * g.dim]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_plugin_graph_matches_native_on_onnxruntime(graphs, batch: int) -> None:
+    native, plugin = graphs
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 64, 64)).astype(np.float32)
+    a = run_onnx_cpu(native, x)
+    b = run_onnx_cpu(plugin, x, with_plugin=True)
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_plugin_export_of_padded_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model(NAME, img_size=72, num_classes=4).eval()
+    r = export_onnx(model, tmp_path / "p.onnx", attention="plugin")
+    assert r.max_abs_err < 1e-4
+    assert model.attention_modules()[0].impl == "reference"  # export left the model as it was
+
+
+def test_verify_accepts_plugin_graphs(graphs) -> None:
+    native, plugin = graphs
+    r = runner.invoke(app, ["verify", str(native), str(plugin), "--size", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert "plugin" in report["candidate"] and report["cosine_min"] > 0.99999
+
+
+def test_quantize_refuses_plugin_graph(graphs, tmp_path: Path) -> None:
+    _, plugin = graphs
+    r = runner.invoke(app, ["quantize", str(plugin), "--out", str(tmp_path / "q.onnx"), "--calib-size", "2"])
+    assert r.exit_code != 0 and "quantize the native export" in r.stderr
