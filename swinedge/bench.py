@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -97,3 +98,216 @@ def _cuda_timer():
         return float(start.elapsed_time(end))
 
     return timed
+
+
+# --- the `swinedge benchmark` report --------------------------------------------------
+
+
+@dataclass
+class RunnerResult:
+    artifact: str
+    runner: str
+    device: str
+    latency: list[LatencyStats]
+    accuracy: dict[str, Any] | None
+    peak_gpu_mem_mb: float | None = None
+    skipped: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "runner": self.runner,
+            "device": self.device,
+            "latency": [s.to_dict() for s in self.latency],
+            "accuracy": self.accuracy,
+            "peak_gpu_mem_mb": self.peak_gpu_mem_mb,
+            "skipped": self.skipped,
+        }
+
+
+def tile_batch(images: np.ndarray, batch: int) -> np.ndarray:
+    """``batch`` images, cycling through ``images`` when there are fewer."""
+    reps = -(-batch // len(images))
+    return np.ascontiguousarray(np.concatenate([images] * reps)[:batch])
+
+
+def _engine_batch_limit(runner: Runner) -> tuple[int, int] | None:
+    profile = getattr(runner, "manifest", {}).get("profile") if hasattr(runner, "manifest") else None
+    if profile:
+        return profile["min"][0], profile["max"][0]
+    return None
+
+
+def benchmark_artifacts(
+    artifacts: list[str],
+    *,
+    batches: list[int],
+    iters: int = 20,
+    warmup: int = 3,
+    data: str | None = None,
+    reference: str | None = None,
+    size: int | None = None,
+    device: str | None = None,
+    on_step: Callable[[str], None] | None = None,
+    on_iter: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Latency and accuracy of each artifact against the float torch reference."""
+    import torch
+
+    from swinedge.data import load_image_set
+    from swinedge.errors import MissingDependencyError
+    from swinedge.runtime import TorchRunner, open_runner
+    from swinedge.verify import DEFAULT_SET_SIZE, compare_logits, preprocess_for, run_batches
+
+    if not artifacts:
+        raise SwinedgeError("give at least one artifact to benchmark")
+    if not batches or min(batches) < 1:
+        raise SwinedgeError("--batch takes positive integers, e.g. 1,8,32")
+    if iters < 1 or warmup < 0:
+        raise SwinedgeError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    say = on_step or (lambda _m: None)
+    cuda = torch.cuda.is_available()
+    device = device or ("cuda" if cuda else "cpu")
+    for a in artifacts:
+        p = Path(a)
+        if p.suffix and not p.exists():
+            raise SwinedgeError(f"artifact not found: {a}")
+    ref_source = reference or next((a for a in artifacts if Path(a).suffix in (".pt", ".pth", ".safetensors") or not Path(a).suffix), None)
+    if ref_source is None:
+        ref_source = _reference_from_manifests(artifacts)
+    ref_runner = TorchRunner(ref_source, device=device)
+    skipped_notes: list[str] = []
+    with ref_runner:
+        if size is None and data in (None, "default"):
+            size = DEFAULT_SET_SIZE
+        images = load_image_set(data, preprocess_for(ref_runner), size=size)
+        say(f"reference: {ref_source} (torch fp32) on {len(images)} images")
+        ref_logits = run_batches(ref_runner, images.images, 32)
+    results: list[RunnerResult] = []
+    for artifact in artifacts:
+        runner = open_runner(artifact, device=device)
+        try:
+            runner.load()
+        except (MissingDependencyError, SwinedgeError) as e:
+            results.append(RunnerResult(artifact, getattr(runner, "name", "?"), device, [], None, skipped=str(e)))
+            skipped_notes.append(f"{artifact}: {e}")
+            continue
+        try:
+            say(f"{runner.name}: accuracy")
+            limit = _engine_batch_limit(runner)
+            acc_batch = min(32, limit[1]) if limit else 32
+            logits = run_batches(runner, images.images, acc_batch)
+            c = compare_logits(ref_logits, logits, images.labels)
+            accuracy = {
+                "top1_agreement": c.top1_agreement,
+                "cosine_mean": c.cosine_mean,
+                "cosine_min": c.cosine_min,
+                "max_abs_err": c.max_abs_err,
+                "top1": c.top1_candidate,
+                "top1_reference": c.top1_reference,
+            }
+            stats = []
+            peak = None
+            gpu_runner = runner.device.startswith("cuda")
+            if gpu_runner:
+                torch.cuda.reset_peak_memory_stats()
+            for b in batches:
+                if limit and not limit[0] <= b <= limit[1]:
+                    skipped_notes.append(f"{artifact}: batch {b} outside the engine profile {limit[0]}..{limit[1]}")
+                    continue
+                say(f"{runner.name}: batch {b}")
+                stats.append(time_runner(runner, tile_batch(images.images, b), iters=iters, warmup=warmup, on_iter=on_iter))
+            if gpu_runner:
+                peak = torch.cuda.max_memory_allocated() / 2**20
+            results.append(RunnerResult(artifact, runner.name, runner.device, stats, accuracy, peak))
+        finally:
+            runner.close()
+    if not cuda:
+        skipped_notes.append("no CUDA GPU: TensorRT engines and GPU runners skipped; torch and onnxruntime ran on CPU")
+    return {
+        "device": device,
+        "gpu": torch.cuda.get_device_name() if cuda else None,
+        "reference": ref_source,
+        "data": images.describe(),
+        "batches": batches,
+        "iters": iters,
+        "warmup": warmup,
+        "results": [r.to_dict() for r in results],
+        "skipped": skipped_notes,
+    }
+
+
+def _reference_from_manifests(artifacts: list[str]) -> str:
+    """A float reference from the artifacts' manifests: only a bare variant (fixed-seed
+    init) can be rebuilt from a manifest; a trained checkpoint must be given."""
+    from swinedge.manifest import read_manifest
+
+    for a in artifacts:
+        m = read_manifest(a)
+        if m and m.get("model") and (m.get("source") or {}).get("init"):
+            return m["model"]
+    raise SwinedgeError("no float torch reference among the artifacts: pass --reference CHECKPOINT (the model they came from)")
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path, *, title: str = "swinedge benchmark") -> dict[str, str]:
+    """benchmark.json, benchmark.md and latency.png (when matplotlib is present)."""
+    from swinedge.io import atomic_path, write_bytes_atomic, write_json_atomic
+
+    out_dir = Path(out_dir)
+    files = {"json": str(write_json_atomic(out_dir / "benchmark.json", report))}
+    write_bytes_atomic(out_dir / "benchmark.md", markdown_report(report, title).encode())
+    files["markdown"] = str(out_dir / "benchmark.md")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        report.setdefault("skipped", []).append("latency chart: matplotlib not installed (pip install 'swinedge[report]')")
+        return files
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for r in report["results"]:
+        if r["latency"]:
+            xs = [s["batch"] for s in r["latency"]]
+            ax.plot(xs, [s["median_ms"] for s in r["latency"]], marker="o", label=f"{r['runner']}")
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    batches = sorted({s["batch"] for r in report["results"] for s in r["latency"]})
+    ax.set_xticks(batches)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("batch")
+    ax.set_ylabel("median latency (ms)")
+    where = report.get("gpu") or "CPU"
+    ax.set_title(f"{title} ({where})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_dir / "latency.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    files["chart"] = str(out_dir / "latency.png")
+    return files
+
+
+def markdown_report(report: dict[str, Any], title: str) -> str:
+    lines = [f"# {title}", "", f"Device: {report.get('gpu') or 'CPU'}; reference: `{report['reference']}` (torch fp32); "
+             f"{report['data']['count']} images from {report['data']['source']}; {report['iters']} timed iterations after {report['warmup']} warm-up.", ""]  # fmt: skip
+    lines += ["| runner | batch | median ms | p90 ms | p99 ms | images/s |", "|---|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        for s in r["latency"]:
+            lines.append(f"| {r['runner']} | {s['batch']} | {s['median_ms']:.2f} | {s['p90_ms']:.2f} | {s['p99_ms']:.2f} | {s['throughput_ips']:.1f} |")
+    lines += ["", "| runner | top-1 agreement | cosine mean / min | max abs err | top-1 |", "|---|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        a = r["accuracy"]
+        if a:
+            top1 = f"{a['top1']:.2f}%" if a.get("top1") is not None else "-"
+            lines.append(f"| {r['runner']} | {a['top1_agreement']:.2f}% | {a['cosine_mean']:.6f} / {a['cosine_min']:.6f} | {a['max_abs_err']:.3g} | {top1} |")
+    if report.get("skipped"):
+        lines += ["", "Skipped:", *[f"- {s}" for s in report["skipped"]]]
+    return "\n".join(lines) + "\n"

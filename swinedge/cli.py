@@ -239,6 +239,140 @@ def print_verify_table(report: Any) -> None:
     out.print(table)
 
 
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SwinedgeError(f"{flag} takes comma-separated positive integers, e.g. 1,8,32; got '{text}'") from None
+    if not values or min(values) < 1:
+        raise SwinedgeError(f"{flag} takes comma-separated positive integers, e.g. 1,8,32; got '{text}'")
+    return values
+
+
+@app.command("build-engine")
+@user_errors
+def build_engine_cmd(
+    onnx_path: Path = typer.Argument(..., help="ONNX from `swinedge export` or `swinedge quantize`."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Plan to write, e.g. engines/swin_t.int8.plan (manifest .json beside it)."),
+    min_batch: Optional[int] = typer.Option(None, "--min-batch", help="Profile minimum batch (default 1)."),
+    opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Batch TensorRT tunes for (default 32)."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Profile maximum batch (default 64)."),
+    workspace: float = typer.Option(4.0, "--workspace", help="Builder workspace limit, GiB."),
+    opt_level: int = typer.Option(3, "--opt-level", help="Builder optimization level 0..5."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file: reused when present, written after the build."),
+    plugin: str = typer.Option("auto", "--plugin", help="auto: fused plugin where TensorRT >= 10.9; on: require it; off: native attention."),
+    verbose: bool = typer.Option(False, "--verbose", help="TensorRT's verbose log."),
+) -> None:
+    """Compile a strongly typed TensorRT engine, with the fused window-attention plugin where available."""
+    from swinedge.engine import BuildOptions, build_engine
+
+    opts = BuildOptions(min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, plugin)
+    with err.status("building engine") as st:
+        r = build_engine(onnx_path, out_path, opts, verbose=verbose, status=lambda m: st.update(m))
+    out.print(f"wrote {r.plan} in {r.seconds:.0f}s ({r.note}) and {r.manifest_path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def benchmark(
+    artifacts: list[str] = typer.Argument(..., help="Checkpoints / variant names (torch), .onnx (onnxruntime), .plan (TensorRT)."),
+    batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes, comma-separated."),
+    iters: int = typer.Option(20, "--iters", help="Timed iterations per batch."),
+    warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up iterations per batch."),
+    data: Optional[str] = typer.Option(None, "--data", help="Images for the accuracy check: folder, manifest, 'default' or 'digits'."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Float torch reference (default: the first checkpoint among ARTIFACTS)."),
+    out_dir: Path = typer.Option(Path("swinedge-out/benchmark"), "--out", help="Folder for benchmark.json, benchmark.md, latency.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Latency (median, p90, p99, throughput) and accuracy of each artifact against the float torch model."""
+    from swinedge.bench import benchmark_artifacts, write_report
+
+    batches = _int_list(batch, "--batch")
+    with progress_bar("benchmarking", None) as advance:
+        report = benchmark_artifacts(
+            artifacts, batches=batches, iters=iters, warmup=warmup, data=data, reference=reference, on_iter=advance
+        )
+    files = write_report(report, out_dir)
+    if as_json:
+        print_json({**report, "files": files})
+        return
+    print_benchmark_table(report)
+    for note in report["skipped"]:
+        warn(f"skipped: {note}")
+    out.print(f"wrote {', '.join(files.values())}", highlight=False)
+
+
+def print_benchmark_table(report: dict) -> None:
+    where = report.get("gpu") or "CPU"
+    table = Table(title=f"latency ({where}), accuracy vs {Path(report['reference']).name}", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("runner", "batch", "median ms", "p90 ms", "p99 ms", "img/s", "agree", "cosine"):
+        table.add_column(col, justify="left" if col == "runner" else "right", no_wrap=True)
+    for r in report["results"]:
+        acc = r["accuracy"] or {}
+        for i, s in enumerate(r["latency"]):
+            table.add_row(
+                r["runner"] if i == 0 else "",
+                str(s["batch"]), f"{s['median_ms']:.2f}", f"{s['p90_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{s['throughput_ips']:.1f}",
+                f"{acc['top1_agreement']:.1f}%" if i == 0 and acc else "", f"{acc['cosine_mean']:.5f}" if i == 0 and acc else "",
+            )  # fmt: skip
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """What this machine has (Python, torch, CUDA, GPU, TensorRT, modelopt, Triton, onnxruntime) and what to do about gaps."""
+    from swinedge.doctor import run_checks
+
+    checks = run_checks()
+    if as_json:
+        print_json([c.to_dict() for c in checks])
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    table.add_column("to do", overflow="fold")
+    colors = {"ok": "green", "warn": "yellow", "missing": "red"}
+    for c in checks:
+        table.add_row(c.name, f"[{colors[c.status]}]{c.status}[/]", c.detail, c.fix)
+    out.print(table)
+
+
+@app.command("run")
+@user_errors
+def run_cmd(
+    model: Optional[str] = typer.Argument(None, help="Variant name; default: the embedded digits model (trained once on CPU, cached)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="timm or official checkpoint for MODEL."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration / evaluation images: folder, manifest or 'default'."),
+    out_dir: Path = typer.Option(Path("swinedge-out/run"), "--out", help="Folder for every artifact and the report."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Benchmark batches (default 1,8 on CPU; 1,8,32 on GPU)."),
+    iters: int = typer.Option(10, "--iters", help="Timed iterations per batch."),
+) -> None:
+    """The whole flow: build, export, quantize INT8 + FP16, verify, engines (with TensorRT), benchmark, report."""
+    from swinedge.pipeline import run_pipeline
+
+    batches = _int_list(batch, "--batch") if batch else None
+    with err.status("starting") as st:
+        summary = run_pipeline(out_dir, model=model, weights=weights, calib=calib, batches=batches, iters=iters, status=lambda m: st.update(m))
+    table = Table(title=f"accuracy: {summary['model']} on {summary['eval_data']}", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("precision", "top-1", "drop", "top-1 agree", "cosine", "verify"):
+        table.add_column(col, justify="left" if col == "precision" else "right")
+    ref = summary["accuracy"][0].get("top1_reference")
+    if ref is not None:
+        table.add_row("fp32 torch", f"{ref:.2f}%", "", "", "", "")
+    for a in summary["accuracy"]:
+        table.add_row(
+            a["precision"], f"{a['top1']:.2f}%" if a["top1"] is not None else "-", f"{a['top1_drop']:+.2f}" if a["top1_drop"] is not None else "-",
+            f"{a['top1_agreement']:.2f}%", f"{a['cosine_mean']:.6f}", "pass" if a["passed"] else "[red]FAIL[/]",
+        )  # fmt: skip
+    out.print(table)
+    print_benchmark_table(summary["benchmark"])
+    for note in summary["benchmark"]["skipped"]:
+        warn(f"skipped: {note}")
+    out.print(f"report: {summary['files']['report']} (+ report.json, latency.png)", highlight=False)
+
+
 def run() -> None:  # console-script entry point
     app()
 

@@ -83,3 +83,125 @@ def _row(label: str, artifact: str, logits: np.ndarray, reference: np.ndarray, d
         "top1_agreement": c.top1_agreement,
         "cosine_mean": c.cosine_mean,
     }
+
+
+def tensorrt_available() -> tuple[bool, str]:
+    """(usable, reason when not): TensorRT importable and a CUDA GPU visible."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "TensorRT is not installed"
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU is visible"
+    return True, ""
+
+
+def run_pipeline(
+    out_dir: str | Path,
+    *,
+    model: str | None = None,
+    weights: str | Path | None = None,
+    calib: str | None = None,
+    batches: list[int] | None = None,
+    iters: int = 10,
+    status: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """build -> export -> quantize INT8 + FP16 -> verify -> engines (where TensorRT is)
+    -> benchmark -> one report (JSON + markdown + chart) in ``out_dir``.
+
+    With no model: the embedded digits task (trained once, cached), whose held-out split
+    gives a real FP32 / FP16 / INT8 top-1 table.
+    """
+    import torch
+
+    from swinedge.bench import benchmark_artifacts, write_report
+    from swinedge.io import write_bytes_atomic, write_json_atomic
+    from swinedge.models import build_checkpoint
+    from swinedge.verify import verify
+
+    say = status or (lambda _m: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available()
+    batches = batches or ([1, 8, 32] if cuda else [1, 8])
+    if model is None:
+        if weights is not None:
+            from swinedge.errors import SwinedgeError
+
+            raise SwinedgeError("--weights needs a MODEL name to load them into")
+        say("digits model: training once, then cached")
+        from swinedge.digits import digits_checkpoint
+
+        checkpoint, train = digits_checkpoint(default_cache_dir())
+        eval_data, calib_data, calib_size, model_name = "digits", calib or "digits-train", 128, "digits (swin_nano_patch2_window4_32)"
+    else:
+        say(f"building {model}")
+        built = build_checkpoint(model, out_dir / f"{model}.pt", weights=weights)
+        checkpoint, train = Path(built["checkpoint"]), None
+        eval_data, calib_data, calib_size, model_name = calib or "default", calib or "default", 64, model
+    say("exporting ONNX")
+    fp32 = export_onnx(checkpoint, out_dir / "model.fp32.onnx").onnx_path
+    pre_images = None
+    say("quantizing INT8 (calibrating on CPU)")
+    from swinedge.quantize import calibration_set_for
+
+    pre_images = calibration_set_for(fp32, calib_data, calib_size, 0)
+    int8 = quantize_onnx(fp32, out_dir / "model.int8.onnx", QuantizeOptions(precision="int8", high_precision_dtype="fp32"), images=pre_images).onnx_path
+    say("converting FP16")
+    fp16 = quantize_onnx(fp32, out_dir / "model.fp16.onnx", QuantizeOptions(precision="fp16", calib_size=8), images=pre_images).onnx_path
+    say("verifying against the float model")
+    accuracy = []
+    for label, path in (("fp32 onnx", fp32), ("fp16 onnx", fp16), ("int8 onnx", int8)):
+        rep = verify(str(checkpoint), str(path), data=eval_data)
+        c = rep.comparison
+        accuracy.append({
+            "precision": label, "artifact": str(path), "top1": c.top1_candidate, "top1_reference": c.top1_reference,
+            "top1_drop": c.top1_drop, "top1_agreement": c.top1_agreement, "cosine_mean": c.cosine_mean, "passed": rep.passed,
+        })  # fmt: skip
+    artifacts = [str(checkpoint), str(fp32), str(fp16), str(int8)]
+    engines: list[dict[str, Any]] = []
+    ok, why = tensorrt_available()
+    if ok:
+        from swinedge.engine import BuildOptions, build_engine
+
+        int8_trt = quantize_onnx(fp32, out_dir / "model.int8.trt.onnx", QuantizeOptions(precision="int8"), images=pre_images).onnx_path
+        for name, src, plugin in (("fp16-native", fp16, "off"), ("fp16-plugin", fp16, "auto"), ("int8-plugin", int8_trt, "auto")):
+            say(f"building TensorRT engine {name}")
+            r = build_engine(src, out_dir / f"{name}.plan", BuildOptions(max_batch=max(batches), opt_batch=max(batches), plugin=plugin))
+            engines.append({"name": name, "plan": str(r.plan), "plugin": r.plugin_used, "note": r.note, "seconds": r.seconds})
+            artifacts.append(str(r.plan))
+    say("benchmarking")
+    report = benchmark_artifacts(artifacts, batches=batches, iters=iters, warmup=2, data=eval_data, reference=str(checkpoint), on_step=say)
+    if not ok:
+        report["skipped"].insert(0, f"TensorRT engines: {why}")
+    summary = {
+        "model": model_name,
+        "checkpoint": str(checkpoint),
+        "training": train,
+        "eval_data": eval_data,
+        "calibration": {"source": calib_data, "count": len(pre_images)},
+        "accuracy": accuracy,
+        "engines": engines,
+        "benchmark": report,
+    }
+    files = write_report(report, out_dir, title=f"swinedge run: {model_name}")
+    md = _run_markdown(summary) + "\n" + Path(files["markdown"]).read_text()
+    write_bytes_atomic(out_dir / "report.md", md.encode())
+    write_json_atomic(out_dir / "report.json", summary)
+    summary["files"] = {**files, "report": str(out_dir / "report.md"), "report_json": str(out_dir / "report.json")}
+    return summary
+
+
+def _run_markdown(summary: dict[str, Any]) -> str:
+    lines = [f"# swinedge run: {summary['model']}", "", f"Evaluation images: {summary['eval_data']}; calibration: "
+             f"{summary['calibration']['count']} images from {summary['calibration']['source']}.", "",
+             "| precision | top-1 | top-1 drop | top-1 agreement | logit cosine | verify |", "|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    for a in summary["accuracy"]:
+        top1 = f"{a['top1']:.2f}%" if a["top1"] is not None else "-"
+        drop = f"{a['top1_drop']:+.2f}" if a["top1_drop"] is not None else "-"
+        lines.append(f"| {a['precision']} | {top1} | {drop} | {a['top1_agreement']:.2f}% | {a['cosine_mean']:.6f} | {'pass' if a['passed'] else 'FAIL'} |")
+    if summary["engines"]:
+        lines += ["", "Engines: " + ", ".join(f"{e['name']} ({e['note']})" for e in summary["engines"])]
+    return "\n".join(lines) + "\n"

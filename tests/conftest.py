@@ -47,6 +47,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         "timm": None if _timm_importable() else "needs timm importable (it needs torchvision; installed on the GPU machine)",
     }
     for item in items:
-        for mark, reason in reasons.items():
-            if reason and mark in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=reason))
+        missing = [reason for mark, reason in reasons.items() if reason and mark in item.keywords]
+        if missing:
+            item.add_marker(pytest.mark.skip(reason="; ".join(dict.fromkeys(missing))))
+
+
+@pytest.fixture(scope="session")
+def digits_cache(tmp_path_factory):
+    """SWINEDGE_CACHE for the session, with the digits model trained once into it."""
+    from swinedge.digits import digits_checkpoint
+
+    cache = tmp_path_factory.mktemp("swinedge-cache")
+    path, summary = digits_checkpoint(cache)
+    return cache, path, summary

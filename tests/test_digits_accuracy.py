@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from swinedge.digits import digits_checkpoint
 from swinedge.pipeline import digits_accuracy
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def digits_ckpt(tmp_path_factory) -> Path:
-    path, summary = digits_checkpoint(tmp_path_factory.mktemp("digits-cache"))
+def digits_ckpt(digits_cache) -> Path:
+    _, path, summary = digits_cache
     assert summary["test_images"] == 539
     return path
 

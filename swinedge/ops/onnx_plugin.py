@@ -5,7 +5,7 @@ One node per attention block::
     domain "swinedge", op_type "SwinWindowAttention"
     inputs  qkv [B, H*W, 3C], bias [heads, N, N] (initializer), pad_qkv [3C] (initializer)
     output  [B, H*W, C]
-    attrs   plugin_namespace="swinedge", plugin_version="1",
+    attrs   plugin_namespace="swinedge" (read by the parser; version defaults to "1"),
             height, width, window, shift, num_heads, head_dim (INT)
 
 TensorRT's ONNX parser ignores the domain and looks up the plugin ``op_type`` in
@@ -48,7 +48,6 @@ def _symbolic(g, qkv, bias, pad_qkv, height, width, window, shift, num_heads):
         bias,
         pad_qkv,
         plugin_namespace_s=PLUGIN_NAMESPACE,
-        plugin_version_s=PLUGIN_VERSION,
         height_i=h,
         width_i=w,
         window_i=ws,
@@ -110,7 +109,7 @@ def _register_python_op() -> None:
     from swinedge.ops.window_attention import WindowGeometry, window_attention_reference
 
     attrs = {k: PyCustomOpDef.dt_int64 for k in GEOMETRY_ATTRS}
-    attrs.update(plugin_namespace=PyCustomOpDef.dt_string, plugin_version=PyCustomOpDef.dt_string)
+    attrs.update(plugin_namespace=PyCustomOpDef.dt_string)
 
     @onnx_op(
         op_type=f"{PLUGIN_DOMAIN}::{PLUGIN_NAME}",
@@ -138,3 +137,134 @@ def register_ort_custom_ops(session_options) -> None:
     from onnxruntime_extensions import get_library_path
 
     session_options.register_custom_ops_library(get_library_path())
+
+
+_TRANSPARENT = ("QuantizeLinear", "DequantizeLinear", "Cast")
+
+
+def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelProto, int]:
+    """Replace each block's native attention core with one plugin node.
+
+    For graphs exported with native attention and possibly quantized or AutoCast
+    afterwards (modelopt cannot calibrate through the plugin). Per block, the core is
+    everything between the qkv Linear's output and the tensor that feeds the proj Linear
+    (through its Q/DQ or Cast, which stay): found by walking the graph, since inserted
+    nodes carry the block's name prefix too. Returns (graph, nodes substituted).
+    """
+    from onnx import numpy_helper
+
+    from swinedge.errors import SwinedgeError
+
+    graph = proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+    by_name = {n.name: n for n in graph.node}
+    replaced = 0
+    remove: set[int] = set()
+    new_nodes: dict[int, onnx.NodeProto] = {}  # insert position (index of core output's producer) -> node
+    for i, stage in enumerate(config.stage_geometries()):
+        for j, g in enumerate(stage):
+            prefix = f"/layers/layers.{i}/blocks/blocks.{j}/attn/"
+            qkv_node = by_name.get(prefix + "qkv/Add") or by_name.get(prefix + "qkv/MatMul")
+            proj = by_name.get(prefix + "proj/MatMul")
+            if qkv_node is None or proj is None:
+                raise SwinedgeError(f"block {i}.{j}: no qkv/proj Linears named {prefix}qkv, {prefix}proj: export the graph with swinedge")
+            qkv_out = qkv_node.output[0]
+            core_out = proj.input[0]
+            while core_out in producer and producer[core_out].op_type in _TRANSPARENT:
+                core_out = producer[core_out].input[0]
+            # Backward closure from the core output to the qkv output.
+            region: list[onnx.NodeProto] = []
+            seen: set[str] = set()
+            stack = [core_out]
+            while stack:
+                t = stack.pop()
+                if t == qkv_out or t in inits or t not in producer or t in seen:
+                    continue
+                seen.add(t)
+                node = producer[t]
+                if node.op_type == "Constant":
+                    continue
+                if not (node.name.startswith(prefix) or node.op_type in _TRANSPARENT):
+                    raise SwinedgeError(f"block {i}.{j}: attention core reaches {node.name}; not a swinedge native export")
+                region.append(node)
+                stack.extend(node.input)
+            bias_init = next(
+                (
+                    inits[x]
+                    for n in region
+                    for x in n.input
+                    if x in inits and list(inits[x].dims)[-3:] == [g.num_heads, g.tokens_per_window, g.tokens_per_window]
+                ),
+                None,
+            )
+            if bias_init is None:
+                raise SwinedgeError(f"block {i}.{j}: relative-position bias initializer not found")
+            bias = numpy_helper.to_array(bias_init).astype(np.float32).reshape(g.num_heads, g.tokens_per_window, g.tokens_per_window)
+            bias_name = f"{prefix}plugin_bias"
+            graph.initializer.append(numpy_helper.from_array(bias, bias_name))
+            pad_name = next((x for x in qkv_node.input if x in inits), None) if qkv_node.op_type == "Add" else None
+            if pad_name is None:
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(_elem_type(proto, qkv_out) or onnx.TensorProto.FLOAT)
+                pad_name = f"{prefix}plugin_pad_qkv"
+                graph.initializer.append(numpy_helper.from_array(np.zeros(3 * g.dim, dtype), pad_name))
+            node = onnx.helper.make_node(
+                PLUGIN_NAME,
+                [qkv_out, bias_name, pad_name],
+                [core_out],
+                name=f"{prefix}{PLUGIN_NAME}",
+                domain=PLUGIN_DOMAIN,
+                plugin_namespace=PLUGIN_NAMESPACE,
+                height=g.height,
+                width=g.width,
+                window=g.window,
+                shift=g.shift,
+                num_heads=g.num_heads,
+                head_dim=g.head_dim,
+            )
+            ids = {id(n) for n in region}
+            positions = [k for k, n in enumerate(graph.node) if id(n) in ids]
+            remove.update(positions)
+            new_nodes[max(positions)] = node
+            replaced += 1
+    kept = []
+    for k, n in enumerate(graph.node):
+        if k in new_nodes:
+            kept.append(new_nodes[k])
+        elif k not in remove:
+            kept.append(n)
+    del graph.node[:]
+    graph.node.extend(kept)
+    ensure_domain_import(proto)
+    return remove_dead_nodes(proto), replaced
+
+
+def _elem_type(proto: onnx.ModelProto, tensor: str) -> int | None:
+    for vi in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
+        if vi.name == tensor:
+            return vi.type.tensor_type.elem_type
+    return None
+
+
+def remove_dead_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop nodes and initializers nothing consumes (iteratively)."""
+    graph = proto.graph
+    needed = {o.name for o in graph.output}
+    changed = True
+    nodes = list(graph.node)
+    while changed:
+        used = set(needed)
+        for n in nodes:
+            used.update(n.input)
+        alive = [n for n in nodes if any(o in used for o in n.output)]
+        changed = len(alive) != len(nodes)
+        nodes = alive
+    used = set(needed)
+    for n in nodes:
+        used.update(n.input)
+    inits = [i for i in graph.initializer if i.name in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    return proto

@@ -1,0 +1,109 @@
+"""What this machine can do with swinedge, and what to do about what is missing."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # "ok", "missing", "warn"
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def run_checks() -> list[Check]:
+    checks = []
+    py_ok = sys.version_info >= (3, 10)
+    checks.append(Check("python", "ok" if py_ok else "missing", platform.python_version(), "" if py_ok else "use Python >= 3.10"))
+
+    import torch
+
+    checks.append(Check("torch", "ok", torch.__version__))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        major, minor = torch.cuda.get_device_capability()
+        checks.append(Check("cuda", "ok", f"CUDA {torch.version.cuda}"))
+        checks.append(Check("gpu", "ok", f"{torch.cuda.get_device_name()} (sm_{major}{minor})"))
+    else:
+        fix = "install a CUDA build of torch on a machine with an NVIDIA GPU" if torch.version.cuda is None else "check the NVIDIA driver (nvidia-smi)"
+        checks.append(Check("cuda", "missing", f"torch {'CPU build' if torch.version.cuda is None else 'sees no GPU'}", fix))
+        checks.append(Check("gpu", "missing", "none visible", "engines, the fused kernel and GPU benchmarks need one"))
+
+    trt_version = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13")
+    try:
+        import tensorrt as trt
+
+        trt_version = trt.__version__
+        from swinedge.engine import TrtVersion
+
+        v = TrtVersion.parse(trt_version)
+        aot = v.has_aot_plugins and hasattr(trt, "QuickPluginCreationRequest")
+        checks.append(Check("tensorrt", "ok", trt_version))
+        checks.append(
+            Check(
+                "aot plugin",
+                "ok" if aot else "warn",
+                "quickly deployable AOT plugins available" if aot else f"TensorRT {trt_version} < 10.9: engines use native attention",
+                "" if aot else "TensorRT >= 10.9 enables the fused plugin (JetPack 6 on Orin stays at 10.3)",
+            )
+        )
+    except ImportError:
+        checks.append(Check("tensorrt", "missing", "not importable", "install TensorRT from NVIDIA (pip install tensorrt on x86/SBSA; JetPack on Jetson)"))
+        checks.append(Check("aot plugin", "missing", "needs TensorRT >= 10.9", "install TensorRT >= 10.9"))
+
+    mo = _version("nvidia-modelopt")
+    checks.append(Check("modelopt", "ok" if mo else "missing", mo or "not installed", "" if mo else "pip install 'swinedge[quantize]'"))
+
+    tr = _version("triton")
+    ptxas = None
+    if tr:
+        import triton
+
+        bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+        ptxas = str(bundled) if bundled.exists() else shutil.which("ptxas")
+    checks.append(
+        Check(
+            "triton",
+            "ok" if tr else "missing",
+            f"{tr}" + ("; ptxas bundled" if ptxas and "triton" in ptxas else "; ptxas on PATH" if ptxas else "; no ptxas") if tr else "not installed",
+            "" if tr else "pip install 'swinedge[kernel]' (fused kernel and plugin PTX)",
+        )
+    )
+
+    ort = _version("onnxruntime") or _version("onnxruntime-gpu")
+    providers = []
+    try:
+        import onnxruntime
+
+        providers = onnxruntime.get_available_providers()
+    except ImportError:
+        pass
+    ort_packages = [p for p in ("onnxruntime", "onnxruntime-gpu") if _version(p)]
+    if len(ort_packages) > 1:
+        checks.append(Check("onnxruntime", "warn", f"both {' and '.join(ort_packages)} installed", "uninstall one: they share one module"))
+    else:
+        checks.append(Check("onnxruntime", "ok" if ort else "missing", f"{ort}; providers {', '.join(providers)}" if ort else "not installed", "" if ort else "pip install onnxruntime"))
+    ext = _version("onnxruntime-extensions")
+    checks.append(
+        Check("onnxruntime-extensions", "ok" if ext else "missing", ext or "not installed", "" if ext else "pip install 'swinedge[quantize]' (plugin graphs on CPU)")
+    )
+    timm = _version("timm")
+    checks.append(Check("timm", "ok" if timm else "warn", timm or "not installed", "" if timm else "optional: timm parity tests"))
+    return checks

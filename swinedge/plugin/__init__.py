@@ -1,0 +1,1 @@
+"""TensorRT registration of the fused window-attention plugin (needs TensorRT >= 10.9)."""

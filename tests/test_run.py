@@ -1,0 +1,38 @@
+"""`swinedge run` end to end on the embedded default (CPU: no engines, says so)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from swinedge.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_on_embedded_default(digits_cache, tmp_path: Path, monkeypatch) -> None:
+    cache, _, _ = digits_cache
+    monkeypatch.setenv("SWINEDGE_CACHE", str(cache))  # reuse the session's trained model
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["run", "--out", str(out), "--iters", "2"])
+    assert r.exit_code == 0, r.output
+    assert "accuracy: digits" in r.stdout and "int8 onnx" in r.stdout
+    summary = json.loads((out / "report.json").read_text())
+    acc = {a["precision"]: a for a in summary["accuracy"]}
+    assert acc["fp32 onnx"]["top1"] == acc["fp32 onnx"]["top1_reference"] > 90
+    assert acc["int8 onnx"]["top1_drop"] <= 0.5 and acc["fp16 onnx"]["top1_drop"] <= 0.1
+    assert all(a["passed"] for a in summary["accuracy"])
+    runners = {x["runner"] for x in summary["benchmark"]["results"]}
+    assert {"torch-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8"} <= runners
+    md = (out / "report.md").read_text()
+    assert "| int8 onnx |" in md and "median ms" in md
+    with Image.open(out / "latency.png") as im:
+        assert im.format == "PNG"
+    import torch
+
+    if not torch.cuda.is_available():
+        assert any("TensorRT engines" in s for s in summary["benchmark"]["skipped"])

@@ -1,0 +1,73 @@
+"""End to end on TensorRT: Swin-T and digits engines, with and without the plugin.
+
+Run where TensorRT and a GPU exist:  python -m pytest -q -m tensorrt
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swinedge.data import Preprocess, load_image_set
+from swinedge.engine import BuildOptions, TensorRTRunner, build_engine
+from swinedge.export import export_onnx
+from swinedge.quantize import QuantizeOptions, quantize_onnx
+from swinedge.runtime import TorchRunner
+from swinedge.verify import compare_logits, run_batches
+
+pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu, pytest.mark.slow]
+SWIN_T = "swin_tiny_patch4_window7_224"
+
+
+@pytest.fixture(scope="module")
+def swin_t_graphs(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("trt")
+    fp32 = export_onnx(SWIN_T, d / "t.onnx").onnx_path
+    return {
+        "fp16": quantize_onnx(fp32, d / "t.fp16.onnx", QuantizeOptions(precision="fp16", calib_size=8)).onnx_path,
+        "int8": quantize_onnx(fp32, d / "t.int8.onnx", QuantizeOptions(calib_size=32, method="max")).onnx_path,
+    }
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("plugin", ["off", "on"])
+def test_swin_t_engine_builds_and_runs(swin_t_graphs, precision: str, plugin: str, tmp_path: Path) -> None:
+    r = build_engine(swin_t_graphs[precision], tmp_path / "t.plan", BuildOptions(max_batch=8, opt_batch=8, plugin=plugin))
+    assert r.plugin_used is (plugin == "on")
+    assert r.manifest["tensorrt"]["compute_capability"] > 0
+    x = np.random.default_rng(0).standard_normal((4, 3, 224, 224)).astype(np.float32)
+    with TorchRunner(SWIN_T, device="cuda") as ref, TensorRTRunner(r.plan) as eng:
+        c = compare_logits(ref.infer(x), eng.infer(x))
+    assert c.cosine_min > (0.9999 if precision == "fp16" else 0.99)
+
+
+@pytest.fixture(scope="module")
+def digits(digits_cache, tmp_path_factory):
+    _, ckpt, _ = digits_cache
+    d = tmp_path_factory.mktemp("trt-digits")
+    fp32 = export_onnx(ckpt, d / "d.onnx").onnx_path
+    calib = load_image_set("digits-train", Preprocess(32), size=128)
+    test = load_image_set("digits", Preprocess(32))
+    fp16 = quantize_onnx(fp32, d / "d.fp16.onnx", QuantizeOptions(precision="fp16", calib_size=8), images=calib).onnx_path
+    int8 = quantize_onnx(fp32, d / "d.int8.onnx", QuantizeOptions(calib_size=128), images=calib).onnx_path
+    with TorchRunner(ckpt, device="cuda") as ref:
+        reference = run_batches(ref, test.images, 64)
+    return {"fp16": fp16, "int8": int8, "test": test, "reference": reference}
+
+
+@pytest.mark.parametrize("plugin", ["off", "on"])
+def test_digits_int8_engine_agrees(digits, plugin: str, tmp_path: Path) -> None:
+    r = build_engine(digits["int8"], tmp_path / "d.plan", BuildOptions(max_batch=64, opt_batch=64, plugin=plugin))
+    with TensorRTRunner(r.plan) as eng:
+        c = compare_logits(digits["reference"], run_batches(eng, digits["test"].images, 64), digits["test"].labels)
+    assert c.top1_agreement >= 99.0
+
+
+@pytest.mark.parametrize("plugin", ["off", "on"])
+def test_digits_fp16_engine_cosine(digits, plugin: str, tmp_path: Path) -> None:
+    r = build_engine(digits["fp16"], tmp_path / "d.plan", BuildOptions(max_batch=64, opt_batch=64, plugin=plugin))
+    with TensorRTRunner(r.plan) as eng:
+        c = compare_logits(digits["reference"], run_batches(eng, digits["test"].images, 64))
+    assert c.cosine_mean >= 0.9999
