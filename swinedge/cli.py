@@ -17,7 +17,7 @@ from rich.table import Table
 
 from swinedge import __version__
 from swinedge.errors import SwinedgeError
-from swinedge.quantize import DEFAULT_KEEP_HIGH_PRECISION
+from swinedge.quantize import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION
 
 app = typer.Typer(
     name="swinedge",
@@ -155,8 +155,11 @@ def quantize(
     calib: Optional[str] = typer.Option(None, "--calib", help="Image folder, manifest file, 'default' (bundled photos) or 'digits'."),
     calib_size: int = typer.Option(64, "--calib-size", help="Calibration images (seeded random subset)."),
     method: str = typer.Option("entropy", "--method", help="Calibration: entropy | max."),
-    keep_high_precision: str = typer.Option(
-        ",".join(DEFAULT_KEEP_HIGH_PRECISION), "--keep-high-precision", help="Op types kept in high precision (comma list; '' for none)."
+    keep_high_precision: Optional[str] = typer.Option(
+        None,
+        "--keep-high-precision",
+        help=f"Op types kept in high precision, comma list ('' for none). Default: {','.join(DEFAULT_KEEP_HIGH_PRECISION)} "
+        f"for int8/fp8, {','.join(DEFAULT_KEEP_FP32_FOR_FP16)} for fp16.",
     ),
     quantize_patch_embed: bool = typer.Option(False, "--quantize-patch-embed", help="Also quantize the patch-embedding conv."),
     quantize_head: bool = typer.Option(False, "--quantize-head", help="Also quantize the classifier head."),
@@ -174,7 +177,7 @@ def quantize(
         calib_size=calib_size,
         method=method,
         seed=seed,
-        keep_high_precision=tuple(t.strip() for t in keep_high_precision.split(",") if t.strip()),
+        keep_high_precision=None if keep_high_precision is None else tuple(t.strip() for t in keep_high_precision.split(",") if t.strip()),
         quantize_patch_embed=quantize_patch_embed,
         quantize_head=quantize_head,
         quantize_attention_matmuls=quantize_attention_matmuls,

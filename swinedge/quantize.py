@@ -32,7 +32,12 @@ from swinedge.manifest import manifest_path, write_manifest
 PRECISIONS = ("int8", "fp8", "fp16")
 METHODS = ("entropy", "max")
 HIGH_PRECISION_DTYPES = ("fp16", "fp32")
+# INT8/FP8: FasterTransformer's recipe (LayerNorm, softmax and residual adds unquantized).
+# FP16: only the reductions that overflow in half precision; the residual stream runs in
+# FP16 as in mixed-precision inference, so Linear bias adds need no casts around them.
 DEFAULT_KEEP_HIGH_PRECISION = ("LayerNormalization", "Softmax", "Add")
+DEFAULT_KEEP_FP32_FOR_FP16 = ("LayerNormalization", "Softmax")
+FP8_MIN_OPSET = 19  # float8 QuantizeLinear/DequantizeLinear
 # Node-name patterns (regex, as modelopt takes them) of layers not to quantize by default.
 PATCH_EMBED_PATTERN = r".*/patch_embed/.*"
 HEAD_PATTERN = r".*/head/.*"
@@ -45,7 +50,7 @@ class QuantizeOptions:
     calib_size: int = 64
     method: str = "entropy"
     seed: int = 0
-    keep_high_precision: tuple[str, ...] = DEFAULT_KEEP_HIGH_PRECISION
+    keep_high_precision: tuple[str, ...] | None = None  # None: the precision's default
     quantize_patch_embed: bool = False
     quantize_head: bool = False
     quantize_attention_matmuls: bool = False
@@ -63,6 +68,12 @@ class QuantizeOptions:
             )
         if self.calib_size < 1:
             raise SwinedgeError(f"--calib-size must be >= 1, got {self.calib_size}")
+
+    @property
+    def kept_op_types(self) -> tuple[str, ...]:
+        if self.keep_high_precision is not None:
+            return self.keep_high_precision
+        return DEFAULT_KEEP_FP32_FOR_FP16 if self.precision == "fp16" else DEFAULT_KEEP_HIGH_PRECISION
 
 
 @dataclass
@@ -190,7 +201,7 @@ def quantize_onnx(
                 model = convert_to_mixed_precision(
                     str(onnx_path),
                     low_precision_type="fp16",
-                    op_types_to_exclude=list(opts.keep_high_precision) or None,
+                    op_types_to_exclude=list(opts.kept_op_types) or None,
                     keep_io_types=True,
                     calibration_data=_npz_of(images.images[: opts.calib_batch], input_name, Path(scratch)),
                     providers=["cpu"],
@@ -212,11 +223,12 @@ def quantize_onnx(
                     calibration_data_reader=reader,
                     calibration_method=opts.method,
                     calibration_eps=["cpu"],
-                    op_types_to_exclude=list(opts.keep_high_precision) or None,
+                    op_types_to_exclude=list(opts.kept_op_types) or None,
                     nodes_to_exclude=excluded_nodes or None,
                     high_precision_dtype=opts.high_precision_dtype,
                     disable_mha_qdq=not opts.quantize_attention_matmuls,
                     output_path=str(tmp),
+                    opset=max(FP8_MIN_OPSET, _opset(proto)) if opts.precision == "fp8" else None,
                     # CPU calibration logs a harmless NVML "error"; real failures raise.
                     log_level="CRITICAL",
                 )
@@ -246,7 +258,7 @@ def quantize_onnx(
         preprocess=base.get("preprocess"),
         quantization={
             "tool": "modelopt.onnx.autocast" if opts.precision == "fp16" else "modelopt.onnx.quantization",
-            "keep_high_precision": list(opts.keep_high_precision),
+            "keep_high_precision": list(opts.kept_op_types),
             "quantize_patch_embed": opts.quantize_patch_embed,
             "quantize_head": opts.quantize_head,
             "quantize_attention_matmuls": opts.quantize_attention_matmuls,
@@ -256,6 +268,10 @@ def quantize_onnx(
         },
     )
     return QuantizeResult(out, manifest_path(out), seconds, calibration, manifest)
+
+
+def _opset(proto: onnx.ModelProto) -> int:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 17)
 
 
 def _npz_of(images: np.ndarray, input_name: str, folder: Path) -> str:

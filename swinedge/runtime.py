@@ -124,6 +124,10 @@ class OnnxRuntimeRunner(Runner):
         self.manifest = onnx_info(self.path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if has_float8(proto):
+            # ONNX Runtime's extended optimizations fuse DQ+MatMul into MatMulIntegerToFloat,
+            # which has no float8 kernel; basic ones run FP8 Q/DQ graphs as they are.
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         if self.threads:
             opts.intra_op_num_threads = self.threads
         has_plugin = any(n.domain == "swinedge" for n in proto.graph.node)
@@ -160,6 +164,13 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self.session = None
+
+
+def has_float8(proto) -> bool:
+    import onnx
+
+    fp8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E4M3FNUZ, onnx.TensorProto.FLOAT8E5M2, onnx.TensorProto.FLOAT8E5M2FNUZ}
+    return any(i.data_type in fp8 for i in proto.graph.initializer)
 
 
 def open_runner(artifact: str | Path, *, device: str = "cpu", precision: str = "fp32", attention: str = "reference") -> Runner:

@@ -87,3 +87,59 @@ def test_quantize_refuses_plugin_graph(graphs, tmp_path: Path) -> None:
     _, plugin = graphs
     r = runner.invoke(app, ["quantize", str(plugin), "--out", str(tmp_path / "q.onnx"), "--calib-size", "2"])
     assert r.exit_code != 0 and "quantize the native export" in r.stderr
+
+
+# --- substitution into native / quantized graphs (what build-engine does) -----------
+
+
+def _substituted(path: Path, tmp_path: Path) -> tuple[Path, onnx.ModelProto, int]:
+    from swinedge.models import MODEL_SPECS
+    from swinedge.ops.onnx_plugin import substitute_plugin_nodes
+
+    proto, count = substitute_plugin_nodes(onnx.load(str(path)), MODEL_SPECS[NAME].config)
+    onnx.checker.check_model(proto)
+    out = tmp_path / f"sub.{path.name}"
+    onnx.save(proto, str(out))
+    return out, proto, count
+
+
+def test_substitution_in_native_graph_matches(graphs, tmp_path: Path) -> None:
+    native, plugin = graphs
+    out, proto, count = _substituted(native, tmp_path)
+    assert count == 8 and not any(n.op_type == "Softmax" for n in proto.graph.node)
+    assert [node_geometry(n) for n in plugin_nodes(proto)] == [node_geometry(n) for n in plugin_nodes(onnx.load(str(plugin)))]
+    x = np.random.default_rng(3).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    assert np.abs(run_onnx_cpu(native, x) - run_onnx_cpu(out, x, with_plugin=True)).max() < 1e-4
+
+
+def test_substitution_keeps_int8_linears(graphs, tmp_path: Path) -> None:
+    from swinedge.quantize import QuantizeOptions, quantize_onnx
+
+    native, _ = graphs
+    int8 = quantize_onnx(native, tmp_path / "q.onnx", QuantizeOptions(calib_size=8, method="max", high_precision_dtype="fp32")).onnx_path
+    out, proto, count = _substituted(int8, tmp_path)
+    q_before = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8)).graph.node)
+    assert count == 8 and sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) == q_before
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for node in proto.graph.node:
+        if node.name.endswith("attn/proj/MatMul"):  # proj still reads the plugin output through Q/DQ
+            dq = producers[node.input[0]]
+            assert dq.op_type == "DequantizeLinear"
+            assert producers[producers[dq.input[0]].input[0]].op_type == PLUGIN_NAME
+    x = np.random.default_rng(4).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    a, b = run_onnx_cpu(int8, x), run_onnx_cpu(out, x, with_plugin=True)
+    assert np.abs(a - b).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_substitution_in_fp16_graph_types(graphs, tmp_path: Path) -> None:
+    from swinedge.quantize import QuantizeOptions, quantize_onnx
+
+    native, _ = graphs
+    fp16 = quantize_onnx(native, tmp_path / "h.onnx", QuantizeOptions(precision="fp16", calib_size=4)).onnx_path
+    _, proto, count = _substituted(fp16, tmp_path)
+    inits = {i.name: i for i in proto.graph.initializer}
+    assert count == 8
+    for node in plugin_nodes(proto):
+        assert inits[node.input[1]].data_type == onnx.TensorProto.FLOAT  # bias: fp32, as the kernel reads it
+        assert inits[node.input[2]].data_type == onnx.TensorProto.FLOAT16  # pad: the qkv dtype

@@ -132,3 +132,24 @@ def test_cli_bad_input(fp32: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["quantize", str(fp32), "--calib-size", "0", "--out", str(out)])
     assert "--calib-size must be >= 1" in _err(r)
     assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def test_fp8_graph_runs_on_cpu(fp32: Path, tmp_path: Path) -> None:
+    from swinedge.runtime import OnnxRuntimeRunner
+
+    out = tmp_path / "m.fp8.onnx"
+    quantize_onnx(fp32, out, QuantizeOptions(precision="fp8", calib_size=8, method="max", high_precision_dtype="fp32"))
+    proto = onnx.load(str(out))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 19
+    assert any(i.data_type == onnx.TensorProto.FLOAT8E4M3FN for i in proto.graph.initializer)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with OnnxRuntimeRunner(fp32) as a, OnnxRuntimeRunner(out) as b:
+        ya, yb = a.infer(x), b.infer(x)
+    cos = (ya * yb).sum(1) / np.linalg.norm(ya, axis=1) / np.linalg.norm(yb, axis=1)
+    assert cos.min() > 0.99 and not np.allclose(ya, yb, atol=1e-5)
+
+
+def test_fp16_default_keeps_only_reductions_in_fp32(fp32: Path) -> None:
+    assert QuantizeOptions(precision="fp16").kept_op_types == ("LayerNormalization", "Softmax")
+    assert "Add" in QuantizeOptions(precision="int8").kept_op_types
+    assert QuantizeOptions(precision="int8", keep_high_precision=()).kept_op_types == ()
