@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cli_helpers import one_line_error
 from swinedge import __version__
 from swinedge.cli import app
 from swinedge.models import create_model, load_model
@@ -22,11 +23,8 @@ def invoke(*args: str):
 
 
 def assert_user_error(result, fragment: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:") and fragment in lines[0], lines[0]
+    line = one_line_error(result)
+    assert fragment in line, line
 
 
 def test_version() -> None:
@@ -35,9 +33,12 @@ def test_version() -> None:
 
 
 def test_every_command_has_help() -> None:
-    for cmd in ["models", "build"]:
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    assert commands == {"models", "build", "export", "quantize", "verify", "build-engine", "benchmark", "doctor", "run"}
+    for cmd in commands:
         r = invoke(cmd, "--help")
-        assert r.exit_code == 0 and "Usage" in r.stdout
+        assert r.exit_code == 0 and "Usage" in r.stdout, cmd
+        assert len(r.stdout.split("Options")[0].strip().splitlines()) >= 2, f"{cmd} has no description"
 
 
 def test_models_json() -> None:

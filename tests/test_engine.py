@@ -8,6 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cli_helpers import one_line_error
 from swinedge.cli import app
 from swinedge.engine import BuildOptions, TrtVersion, check_engine_fits, decide_plugin, gpu_identity, profile_shapes
 from swinedge.errors import SwinedgeError
@@ -111,38 +112,31 @@ def onnx_file(tmp_path_factory) -> Path:
     return export_onnx("swin_micro_patch4_window4_64", tmp_path_factory.mktemp("e") / "m.onnx").onnx_path
 
 
-def _one_line_error(result) -> str:
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_build_engine_cli_bad_input(onnx_file: Path, tmp_path: Path) -> None:
     engines = tmp_path / "engines"
     plan = engines / "m.plan"
     r = runner.invoke(app, ["build-engine", str(onnx_file), "--out", str(plan), "--min-batch", "8", "--opt-batch", "4"])
-    assert "min <= opt <= max" in _one_line_error(r)
+    assert "min <= opt <= max" in one_line_error(r)
     not_onnx = tmp_path / "weights.onnx"
     not_onnx.write_bytes(b"\x08\x07garbage")
     r = runner.invoke(app, ["build-engine", str(not_onnx), "--out", str(plan)])
-    assert "not a valid ONNX model" in _one_line_error(r)
+    assert "not a valid ONNX model" in one_line_error(r)
     r = runner.invoke(app, ["build-engine", str(onnx_file), "--out", str(engines / "m.onnx")])
-    assert "ending in .plan or .engine" in _one_line_error(r)
+    assert "ending in .plan or .engine" in one_line_error(r)
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         r = runner.invoke(app, ["build-engine", str(onnx_file), "--out", str(plan)])
-        assert "TensorRT is not installed" in _one_line_error(r)
+        assert "TensorRT is not installed" in one_line_error(r)
     assert not engines.exists() or not any(engines.iterdir())
 
 
 def test_benchmark_missing_artifact(tmp_path: Path) -> None:
     r = runner.invoke(app, ["benchmark", str(tmp_path / "nope.onnx"), "--out", str(tmp_path / "b")])
-    assert "artifact not found" in _one_line_error(r)
+    assert "artifact not found" in one_line_error(r)
     assert not (tmp_path / "b").exists()
     r = runner.invoke(app, ["benchmark", "swin_micro_patch4_window4_64", "--batch", "1,x", "--out", str(tmp_path / "b")])
-    assert "--batch takes comma-separated positive integers" in _one_line_error(r)
+    assert "--batch takes comma-separated positive integers" in one_line_error(r)
 
 
 def test_runner_for_engine_without_tensorrt(tmp_path: Path) -> None:

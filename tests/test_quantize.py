@@ -9,6 +9,7 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+from cli_helpers import one_line_error
 from swinedge.cli import app
 from swinedge.export import export_onnx
 from swinedge.quantize import QuantizeOptions, attention_matmul_nodes, quantize_onnx
@@ -109,28 +110,21 @@ def test_fp16_autocast_keeps_layernorm_fp32(fp32: Path, tmp_path: Path) -> None:
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
 
 
-def _err(result) -> str:
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 def test_cli_bad_input(fp32: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "q.onnx"
     r = runner.invoke(app, ["quantize", str(tmp_path / "missing.onnx"), "--out", str(out)])
-    assert "ONNX file not found" in _err(r)
+    assert "ONNX file not found" in one_line_error(r)
     r = runner.invoke(app, ["quantize", str(fp32), "--precision", "int4", "--out", str(out)])
-    assert "--precision must be one of int8, fp8, fp16" in _err(r)
+    assert "--precision must be one of int8, fp8, fp16" in one_line_error(r)
     truncated = tmp_path / "t.onnx"
     truncated.write_bytes(fp32.read_bytes()[:5000])
     r = runner.invoke(app, ["quantize", str(truncated), "--out", str(out)])
-    assert "is not a valid ONNX model" in _err(r)
+    assert "is not a valid ONNX model" in one_line_error(r)
     (tmp_path / "empty").mkdir()
     r = runner.invoke(app, ["quantize", str(fp32), "--calib", str(tmp_path / "empty"), "--out", str(out)])
-    assert "no readable images found" in _err(r)
+    assert "no readable images found" in one_line_error(r)
     r = runner.invoke(app, ["quantize", str(fp32), "--calib-size", "0", "--out", str(out)])
-    assert "--calib-size must be >= 1" in _err(r)
+    assert "--calib-size must be >= 1" in one_line_error(r)
     assert not out.parent.exists() or not list(out.parent.iterdir())
 
 
