@@ -148,10 +148,16 @@ def benchmark_artifacts(
     reference: str | None = None,
     size: int | None = None,
     device: str | None = None,
+    torch_precisions: tuple[str, ...] = ("fp32",),
+    torch_attentions: tuple[str, ...] = ("reference",),
     on_step: Callable[[str], None] | None = None,
     on_iter: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Latency and accuracy of each artifact against the float torch reference."""
+    """Latency and accuracy of each artifact against the float torch reference.
+
+    Torch artifacts (variant names, checkpoints) run once per combination of
+    ``torch_precisions`` (fp32, fp16 autocast) and ``torch_attentions`` (reference,
+    fused); combinations this device cannot run are skipped with the reason."""
     import torch
 
     from swinedge.data import load_image_set
@@ -183,9 +189,26 @@ def benchmark_artifacts(
         images = load_image_set(data, preprocess_for(ref_runner), size=size)
         say(f"reference: {ref_source} (torch fp32) on {len(images)} images")
         ref_logits = run_batches(ref_runner, images.images, 32)
-    results: list[RunnerResult] = []
+    for p in torch_precisions:
+        if p not in ("fp32", "fp16"):
+            raise SwinedgeError(f"--torch-precision takes fp32 and/or fp16, got '{p}'")
+    for a in torch_attentions:
+        if a not in ("reference", "fused"):
+            raise SwinedgeError(f"--torch-attention takes reference and/or fused, got '{a}'")
+    jobs: list[tuple[str, Runner]] = []
     for artifact in artifacts:
-        runner = open_runner(artifact, device=device)
+        r0 = open_runner(artifact, device=device)
+        if not isinstance(r0, TorchRunner):
+            jobs.append((artifact, r0))
+            continue
+        for p in torch_precisions:
+            for a in torch_attentions:
+                if device == "cpu" and (p == "fp16" or a == "fused"):
+                    skipped_notes.append(f"{artifact}: torch {p} / {a} attention needs a CUDA GPU")
+                    continue
+                jobs.append((artifact, open_runner(artifact, device=device, precision=p, attention=a)))
+    results: list[RunnerResult] = []
+    for artifact, runner in jobs:
         try:
             runner.load()
         except (MissingDependencyError, SwinedgeError) as e:

@@ -284,16 +284,26 @@ def benchmark(
     warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up iterations per batch."),
     data: Optional[str] = typer.Option(None, "--data", help="Images for the accuracy check: folder, manifest, 'default' or 'digits'."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Float torch reference (default: the first checkpoint among ARTIFACTS)."),
+    torch_precision: str = typer.Option("fp32", "--torch-precision", help="Torch runs: fp32 and/or fp16 (autocast, GPU), comma list."),
+    torch_attention: str = typer.Option("reference", "--torch-attention", help="Torch runs: reference and/or fused (GPU), comma list."),
     out_dir: Path = typer.Option(Path("swinedge-out/benchmark"), "--out", help="Folder for benchmark.json, benchmark.md, latency.png."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Latency (median, p90, p99, throughput) and accuracy of each artifact against the float torch model."""
+    """Latency (median, p90, p99, throughput), peak GPU memory and accuracy of each artifact against the float torch model."""
     from swinedge.bench import benchmark_artifacts, write_report
 
     batches = _int_list(batch, "--batch")
     with progress_bar("benchmarking", None) as advance:
         report = benchmark_artifacts(
-            artifacts, batches=batches, iters=iters, warmup=warmup, data=data, reference=reference, on_iter=advance
+            artifacts,
+            batches=batches,
+            iters=iters,
+            warmup=warmup,
+            data=data,
+            reference=reference,
+            torch_precisions=tuple(t.strip() for t in torch_precision.split(",") if t.strip()),
+            torch_attentions=tuple(t.strip() for t in torch_attention.split(",") if t.strip()),
+            on_iter=advance,
         )
     files = write_report(report, out_dir)
     if as_json:

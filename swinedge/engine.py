@@ -71,8 +71,12 @@ class BuildOptions:
 
     @property
     def batches(self) -> tuple[int, int, int]:
-        given = (self.min_batch, self.opt_batch, self.max_batch)
-        return tuple(d if g is None else g for g, d in zip(given, DEFAULT_PROFILE))  # type: ignore[return-value]
+        """(min, opt, max); values not given default to 1 / 32 / 64, clamped into the
+        range the given ones set (``--max-batch 8`` alone means 1 / 8 / 8)."""
+        lo = self.min_batch if self.min_batch is not None else DEFAULT_PROFILE[0]
+        hi = self.max_batch if self.max_batch is not None else max(DEFAULT_PROFILE[2], lo, self.opt_batch or 0)
+        opt = self.opt_batch if self.opt_batch is not None else min(max(DEFAULT_PROFILE[1], lo), hi)
+        return lo, opt, hi
 
     @property
     def batch_given(self) -> bool:

@@ -122,3 +122,22 @@ def test_doctor_reports_this_machine() -> None:
     for c in checks.values():
         if c["status"] == "missing":
             assert c["fix"], f"{c['name']} is missing with no advice"
+
+
+def test_torch_variants_on_cpu_are_skipped_with_reason(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU behaviour")
+    report = benchmark_artifacts(
+        [NAME], batches=[1], iters=1, warmup=0, size=2, torch_precisions=("fp32", "fp16"), torch_attentions=("reference", "fused")
+    )
+    assert [r["runner"] for r in report["results"]] == ["torch-fp32"]
+    assert sum("needs a CUDA GPU" in s for s in report["skipped"]) == 3
+
+
+def test_bad_torch_variant() -> None:
+    from swinedge.errors import SwinedgeError
+
+    with pytest.raises(SwinedgeError, match="--torch-precision takes fp32 and/or fp16"):
+        benchmark_artifacts([NAME], batches=[1], iters=1, size=2, torch_precisions=("int4",))

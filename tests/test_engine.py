@@ -58,6 +58,9 @@ def test_profile_shapes() -> None:
     dyn = ["batch", 3, 224, 224]
     assert profile_shapes(dyn, BuildOptions()) == ((1, 3, 224, 224), (32, 3, 224, 224), (64, 3, 224, 224))
     assert profile_shapes(dyn, BuildOptions(min_batch=2, opt_batch=4, max_batch=8))[2] == (8, 3, 224, 224)
+    assert BuildOptions(max_batch=8).batches == (1, 8, 8)
+    assert BuildOptions(min_batch=48).batches == (48, 48, 64)
+    assert BuildOptions(opt_batch=128).batches == (1, 128, 128)
     fixed = [8, 3, 224, 224]
     assert profile_shapes(fixed, BuildOptions()) == ((8, 3, 224, 224),) * 3
     with pytest.raises(SwinedgeError, match="fixed batch of 8"):
@@ -68,7 +71,7 @@ def test_profile_shapes() -> None:
     "opts,fragment",
     [
         (BuildOptions(min_batch=8, opt_batch=4), "min <= opt <= max"),
-        (BuildOptions(opt_batch=128), "min <= opt <= max"),
+        (BuildOptions(opt_batch=128, max_batch=64), "min <= opt <= max"),
         (BuildOptions(min_batch=0), ">= 1"),
         (BuildOptions(opt_level=7), "0..5"),
         (BuildOptions(workspace_gib=0), "> 0 GiB"),

@@ -19,6 +19,7 @@ Run as a module to compile one geometry and print a JSON summary::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -90,6 +91,7 @@ def strip_unused_params(ptx: str, name: str, keep: int) -> str:
     return ptx[: m.start(2)] + "\n" + kept + "\n" + ptx[m.end(2) :]
 
 
+@functools.lru_cache(maxsize=64)  # TensorRT asks once per plugin instance; blocks share geometries
 def compile_window_attention(
     geometry: WindowGeometry,
     *,
