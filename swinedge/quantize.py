@@ -119,8 +119,9 @@ def _import_modelopt():
             from modelopt.onnx.autocast import convert_to_mixed_precision
             from modelopt.onnx.quantization import quantize as mo_quantize
     except ImportError as e:
+        missing = e.name or (str(e).strip().splitlines() or ["a dependency"])[0]
         raise MissingDependencyError(
-            f"quantization needs nvidia-modelopt ({e.name or e}): pip install 'swinedge[quantize]'"
+            f"quantization needs nvidia-modelopt and its ONNX pieces (missing: {missing}): pip install 'swinedge[quantize]'"
         ) from None
     return mo_quantize, convert_to_mixed_precision
 
