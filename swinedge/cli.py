@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Optional, TypeVar
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -40,7 +41,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except SwinedgeError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted: nothing was written")
@@ -104,6 +105,7 @@ def build(
         f"wrote {result['checkpoint']} ({result['params']:,} params, {result['model']}, "
         f"{result['config']['img_size']}px, {result['config']['num_classes']} classes) and {result['manifest']}",
         highlight=False,
+        markup=False,
     )
 
 
@@ -126,7 +128,7 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -143,7 +145,7 @@ def export(
 
     with err.status("exporting"):
         r = export_onnx(model, out_path, batch=batch, opset=opset, attention=attention)
-    out.print(f"wrote {r.onnx_path} in {r.seconds:.1f}s (max abs err vs torch on onnxruntime: {r.max_abs_err:.2e}) and {r.manifest_path}", highlight=False)
+    out.print(f"wrote {r.onnx_path} in {r.seconds:.1f}s (max abs err vs torch on onnxruntime: {r.max_abs_err:.2e}) and {r.manifest_path}", highlight=False, markup=False)
 
 
 @app.command()
@@ -194,7 +196,7 @@ def quantize(
     if as_json:
         print_json({"onnx": str(r.onnx_path), "manifest": str(r.manifest_path), "seconds": r.seconds, "calibration": r.calibration})
     else:
-        out.print(f"wrote {r.onnx_path} ({precision}, {r.calibration['count']} calibration images, {r.seconds:.1f}s) and {r.manifest_path}", highlight=False)
+        out.print(f"wrote {r.onnx_path} ({precision}, {r.calibration['count']} calibration images, {r.seconds:.1f}s) and {r.manifest_path}", highlight=False, markup=False)
 
 
 @app.command()
@@ -221,7 +223,7 @@ def verify(
     else:
         print_verify_table(report)
     if not report.passed:
-        err.print(f"[bold red]FAILED:[/] {'; '.join(report.failures)}", highlight=False)
+        err.print(f"[bold red]FAILED:[/] {escape('; '.join(report.failures))}", highlight=False)
         raise typer.Exit(1)
 
 
@@ -271,8 +273,8 @@ def build_engine_cmd(
 
     opts = BuildOptions(min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, plugin)
     with err.status("building engine") as st:
-        r = build_engine(onnx_path, out_path, opts, verbose=verbose, status=lambda m: st.update(m))
-    out.print(f"wrote {r.plan} in {r.seconds:.0f}s ({r.note}) and {r.manifest_path}", highlight=False)
+        r = build_engine(onnx_path, out_path, opts, verbose=verbose, status=lambda m: st.update(escape(m)))
+    out.print(f"wrote {r.plan} in {r.seconds:.0f}s ({r.note}) and {r.manifest_path}", highlight=False, markup=False)
 
 
 @app.command()
@@ -312,7 +314,7 @@ def benchmark(
     print_benchmark_table(report)
     for note in report["skipped"]:
         warn(f"skipped: {note}")
-    out.print(f"wrote {', '.join(files.values())}", highlight=False)
+    out.print(f"wrote {', '.join(files.values())}", highlight=False, markup=False)
 
 
 def print_benchmark_table(report: dict) -> None:
@@ -367,7 +369,7 @@ def run_cmd(
 
     batches = _int_list(batch, "--batch") if batch else None
     with err.status("starting") as st:
-        summary = run_pipeline(out_dir, model=model, weights=weights, calib=calib, batches=batches, iters=iters, status=lambda m: st.update(m))
+        summary = run_pipeline(out_dir, model=model, weights=weights, calib=calib, batches=batches, iters=iters, status=lambda m: st.update(escape(m)))
     table = Table(title=f"accuracy: {summary['model']} on {summary['eval_data']}", box=box.SIMPLE_HEAD, title_justify="left")
     for col in ("precision", "top-1", "drop", "top-1 agree", "cosine", "verify"):
         table.add_column(col, justify="left" if col == "precision" else "right")
@@ -383,7 +385,7 @@ def run_cmd(
     print_benchmark_table(summary["benchmark"])
     for note in summary["benchmark"]["skipped"]:
         warn(f"skipped: {note}")
-    out.print(f"report: {summary['files']['report']} (+ report.json, latency.png)", highlight=False)
+    out.print(f"report: {summary['files']['report']} (+ report.json, latency.png)", highlight=False, markup=False)
 
 
 def run() -> None:  # console-script entry point

@@ -99,3 +99,9 @@ def test_bad_input_is_one_line(tmp_path: Path, case: str, fragment: str) -> None
         args += ["--weights", w]
     assert_user_error(invoke(*args, *extra), fragment)
     assert not out.exists()
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path: Path) -> None:
+    odd = tmp_path / "[bold]weights[/bold].pth"
+    r = invoke("build", NAME, "--weights", odd, "--out", tmp_path / "m.pt")
+    assert f"checkpoint not found: {odd}" in one_line_error(r)
