@@ -241,7 +241,8 @@ def benchmark_artifacts(
                 say(f"{runner.name}: batch {b}")
                 stats.append(time_runner(runner, tile_batch(images.images, b), iters=iters, warmup=warmup, on_iter=on_iter))
             if gpu_runner:
-                peak = torch.cuda.max_memory_allocated() / 2**20
+                # torch's allocator (inputs, outputs, torch models) + TensorRT's own context memory
+                peak = (torch.cuda.max_memory_allocated() + getattr(runner, "device_memory_bytes", 0)) / 2**20
             results.append(RunnerResult(artifact, runner.name, runner.device, stats, accuracy, peak))
         finally:
             runner.close()

@@ -308,6 +308,14 @@ class TensorRTRunner(Runner):
         torch.cuda.synchronize()
 
     @property
+    def device_memory_bytes(self) -> int:
+        """Activation memory TensorRT allocates for the context (outside torch's allocator)."""
+        if self.engine is None:
+            return 0
+        size = getattr(self.engine, "device_memory_size_v2", None)  # 10.x and 11.x
+        return int(size if size is not None else getattr(self.engine, "device_memory_size", 0))
+
+    @property
     def input_spec(self) -> dict[str, Any]:
         shape = self.manifest.get("input", {}).get("shape") or [None, 3, None, None]
         cfg = self.manifest.get("config") or {}
