@@ -319,9 +319,11 @@ def benchmark(
 
 def print_benchmark_table(report: dict) -> None:
     where = report.get("gpu") or "CPU"
-    table = Table(title=f"latency ({where}), accuracy vs {Path(report['reference']).name}", box=box.SIMPLE_HEAD, title_justify="left")
-    for col in ("runner", "batch", "median ms", "p90 ms", "p99 ms", "img/s", "agree", "cosine"):
-        table.add_column(col, justify="left" if col == "runner" else "right", no_wrap=True)
+    title = f"latency in ms ({where}); accuracy vs {Path(report['reference']).name}"
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("runner", overflow="fold")
+    for col in ("batch", "median", "p90", "p99", "img/s", "agree", "cosine"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in report["results"]:
         acc = r["accuracy"] or {}
         for i, s in enumerate(r["latency"]):
