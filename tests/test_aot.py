@@ -44,6 +44,23 @@ def test_compiles_for_jetson_ada_hopper(cc: int, target: str, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "geometry,dtype",
+    [
+        (WindowGeometry(56, 56, 7, 3, 3, 32), "float32"),
+        (WindowGeometry(28, 28, 7, 3, 6, 32), "bfloat16"),
+        (WindowGeometry(24, 24, 12, 6, 4, 32), "float16"),  # Swin-B/L 384 windows
+        (WindowGeometry(16, 16, 16, 8, 2, 64), "float16"),  # largest window, head dim 64
+        (WindowGeometry(10, 10, 7, 3, 2, 128), "float16"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else f"w{v.window}d{v.head_dim}",
+)
+def test_every_supported_shape_fits_a_plain_launch(geometry: WindowGeometry, dtype: str) -> None:
+    k = compile_in_subprocess(geometry, compute_capability=90, dtype=dtype)
+    assert k["shared_mem"] <= 48 * 1024 and k["ptx_params"] == 4
+
+
+@pytest.mark.slow
 def test_padded_geometry_reads_pad_input() -> None:
     k = compile_in_subprocess(WindowGeometry(10, 10, 7, 3, 1, 32), compute_capability=90)
     body = k["ptx"][k["ptx"].index("{", k["ptx"].index(".entry")) :]

@@ -38,6 +38,8 @@ SUPPORTED_CC = (80, 86, 87, 89, 90, 100, 120)
 # alone, Triton picks the ISA of whatever ptxas it finds, which can need a newer driver
 # than the deployment target has.
 DEFAULT_PTX_VERSION = 80
+# Dynamic shared memory a kernel may use without cudaFuncSetAttribute opt-in.
+MAX_SHARED_MEM = 48 * 1024
 _DTYPES = {"float16": "fp16", "float32": "fp32", "bfloat16": "bf16"}
 
 
@@ -122,12 +124,14 @@ def compile_window_attention(
     compiled = triton.compile(
         ASTSource(fn=kernel(interpret=False), signature=signature, constexprs=consts),
         target=GPUTarget("cuda", compute_capability, 32),
-        options={"num_warps": cfg.num_warps, "ptx_version": ptx_version},
+        options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages, "ptx_version": ptx_version},
     )
     md = compiled.metadata
     for scratch in ("global_scratch_size", "profile_scratch_size"):
         if getattr(md, scratch, 0):
             raise SwinedgeError(f"compiled kernel needs {scratch}={getattr(md, scratch)}: TensorRT cannot provide it")
+    if md.shared > MAX_SHARED_MEM:
+        raise SwinedgeError(f"kernel for {g} needs {md.shared} bytes of shared memory, over the {MAX_SHARED_MEM} a plugin launch gets")
     ptx = strip_unused_params(compiled.asm["ptx"], md.name, keep=len(KERNEL_ARGS))
     return AotKernel(
         name=md.name,

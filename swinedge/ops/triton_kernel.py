@@ -144,6 +144,7 @@ class LaunchConfig:
     block_m: int
     block_n: int
     num_warps: int
+    num_stages: int
     query_blocks: int
 
     def grid(self, g: WindowGeometry, batch: int) -> tuple[int, int, int]:
@@ -172,7 +173,9 @@ def check_geometry(g: WindowGeometry, dtype: torch.dtype | None = None) -> None:
 def launch_config(g: WindowGeometry) -> LaunchConfig:
     n = g.tokens_per_window
     block = max(16, min(64, triton_next_pow2(n)))
-    return LaunchConfig(block_m=block, block_n=block, num_warps=4, query_blocks=-(-n // block))
+    # Two pipeline stages keep shared memory <= 48 KiB for every supported geometry (three
+    # need 56 KiB at 16x16 windows): launchers that do not opt in to more can run it.
+    return LaunchConfig(block_m=block, block_n=block, num_warps=4, num_stages=2, query_blocks=-(-n // block))
 
 
 def triton_next_pow2(n: int) -> int:
@@ -261,5 +264,5 @@ def window_attention_triton(
     grid = cfg.grid(g, qkv.shape[0])
     kern = kernel(interpret)
     consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=qkv.dtype == torch.float32)
-    kern[grid[:2]](qkv, bias, pad, out, **consts, num_warps=cfg.num_warps)
+    kern[grid[:2]](qkv, bias, pad, out, **consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
