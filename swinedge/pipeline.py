@@ -10,7 +10,7 @@ import numpy as np
 
 from swinedge.data import ImageSet, Preprocess, load_image_set
 from swinedge.export import export_onnx
-from swinedge.quantize import QuantizeOptions, quantize_onnx
+from swinedge.quantize import QuantizeOptions, calibration_set_for, quantize_onnx
 from swinedge.runtime import OnnxRuntimeRunner, TorchRunner
 from swinedge.verify import compare_logits, run_batches
 
@@ -104,6 +104,7 @@ def run_pipeline(
     model: str | None = None,
     weights: str | Path | None = None,
     calib: str | None = None,
+    data: str | None = None,
     batches: list[int] | None = None,
     iters: int = 10,
     status: Callable[[str], None] | None = None,
@@ -112,7 +113,8 @@ def run_pipeline(
     -> benchmark -> one report (JSON + markdown + chart) in ``out_dir``.
 
     With no model: the embedded digits task (trained once, cached), whose held-out split
-    gives a real FP32 / FP16 / INT8 top-1 table.
+    gives a real FP32 / FP16 / INT8 top-1 table. ``data`` is the evaluation set (default:
+    the digits test split, or for a MODEL the calibration set).
     """
     import torch
 
@@ -135,18 +137,15 @@ def run_pipeline(
         from swinedge.digits import digits_checkpoint
 
         checkpoint, train = digits_checkpoint(default_cache_dir())
-        eval_data, calib_data, calib_size, model_name = "digits", calib or "digits-train", 128, "digits (swin_nano_patch2_window4_32)"
+        eval_data, calib_data, calib_size, model_name = data or "digits", calib or "digits-train", 128, "digits (swin_nano_patch2_window4_32)"
     else:
         say(f"building {model}")
         built = build_checkpoint(model, out_dir / f"{model}.pt", weights=weights)
         checkpoint, train = Path(built["checkpoint"]), None
-        eval_data, calib_data, calib_size, model_name = calib or "default", calib or "default", 64, model
+        eval_data, calib_data, calib_size, model_name = data or calib or "default", calib or "default", 64, model
     say("exporting ONNX")
     fp32 = export_onnx(checkpoint, out_dir / "model.fp32.onnx").onnx_path
-    pre_images = None
     say("quantizing INT8 (calibrating on CPU)")
-    from swinedge.quantize import calibration_set_for
-
     pre_images = calibration_set_for(fp32, calib_data, calib_size, 0)
     int8 = quantize_onnx(fp32, out_dir / "model.int8.onnx", QuantizeOptions(precision="int8", high_precision_dtype="fp32"), images=pre_images).onnx_path
     say("converting FP16")

@@ -36,3 +36,19 @@ def test_run_on_embedded_default(digits_cache, tmp_path: Path, monkeypatch) -> N
 
     if not torch.cuda.is_available():
         assert any("TensorRT engines" in s for s in summary["benchmark"]["skipped"])
+
+
+def test_run_with_a_model_and_separate_eval_set(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        (tmp_path / "eval" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (90, 70), (40 * i, 120, 30 if cls == "a" else 220)).save(tmp_path / "eval" / cls / f"{i}.png")
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        app, ["run", "swin_micro_patch4_window4_64", "--data", str(tmp_path / "eval"), "--out", str(out), "--iters", "1", "--batch", "1"]
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "report.json").read_text())
+    assert summary["eval_data"] == str(tmp_path / "eval") and summary["calibration"]["source"] == "default"
+    assert summary["accuracy"][0]["top1_reference"] is not None  # labelled folders give top-1
+    assert (out / "swin_micro_patch4_window4_64.pt.json").exists()
