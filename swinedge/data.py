@@ -26,7 +26,6 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -58,13 +57,31 @@ class Preprocess:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     channels: int = 3
+    resize: int | None = None  # shorter side before the crop; default floor(img_size / crop_pct)
+
+    @property
+    def resize_size(self) -> int:
+        return self.resize if self.resize is not None else math.floor(self.img_size / self.crop_pct)
+
+    @classmethod
+    def from_spec(cls, img_size: int, channels: int, spec: dict | None) -> "Preprocess":
+        """From an artifact manifest's ``preprocess`` entry (``swinedge.export.preprocess_spec``)."""
+        spec = spec or {}
+        return cls(
+            int(img_size),
+            resize=int(spec["resize"]) if spec.get("resize") else None,
+            interpolation=spec.get("interpolation", "bicubic"),
+            mean=tuple(spec.get("mean", IMAGENET_MEAN)),
+            std=tuple(spec.get("std", IMAGENET_STD)),
+            channels=int(channels),
+        )
 
     def __call__(self, image: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
         from PIL import Image
 
         resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[self.interpolation]
         image = image.convert("L" if self.channels == 1 else "RGB")
-        scale = math.floor(self.img_size / self.crop_pct)
+        scale = self.resize_size
         w, h = image.size
         if w <= h:
             size = (scale, max(1, int(scale * h / w)))
@@ -255,6 +272,3 @@ def load_image_set(
         class_names,
     )
 
-
-def batches(images: np.ndarray, batch: int) -> Sequence[np.ndarray]:
-    return [images[i : i + batch] for i in range(0, len(images), batch)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -157,7 +158,7 @@ def remove_identity_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
 def preprocess_spec(img_size: int) -> dict[str, Any]:
     """timm's eval transform for ImageNet-trained Swin."""
     return {
-        "resize": int(img_size / 0.875),
+        "resize": math.floor(img_size / 0.875),
         "crop": img_size,
         "interpolation": "bicubic",
         "mean": [0.485, 0.456, 0.406],

@@ -25,7 +25,7 @@ import onnx
 
 from swinedge.data import ImageSet, Preprocess, load_image_set
 from swinedge.errors import MissingDependencyError, SwinedgeError
-from swinedge.export import INPUT_NAME, load_onnx, onnx_info
+from swinedge.export import load_onnx, onnx_info
 from swinedge.io import atomic_path, sha256_file
 from swinedge.manifest import manifest_path, write_manifest
 
@@ -155,15 +155,7 @@ def attention_matmul_nodes(proto: onnx.ModelProto) -> list[str]:
 def calibration_set_for(onnx_path: str | Path, calib: str | None, size: int, seed: int, warn=None) -> ImageSet:
     info = onnx_info(onnx_path)
     shape = info["input"]["shape"]
-    pre = info.get("preprocess") or {}
-    channels, img = int(shape[1]), int(shape[2])
-    preprocess = Preprocess(
-        img,
-        crop_pct=img / pre["resize"] if pre.get("resize") else 0.875,
-        mean=tuple(pre.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(pre.get("std", (0.229, 0.224, 0.225))),
-        channels=channels,
-    )
+    preprocess = Preprocess.from_spec(int(shape[2]), int(shape[1]), info.get("preprocess"))
     return load_image_set(calib, preprocess, size=size, seed=seed, warn=warn)
 
 

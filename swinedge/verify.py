@@ -75,15 +75,7 @@ def preprocess_for(runner: Runner) -> Preprocess:
     spec = runner.input_spec
     if not spec.get("img_size"):
         raise SwinedgeError(f"cannot tell the input size of {runner.name}: give a swinedge artifact (with its manifest)")
-    pre = spec.get("preprocess") or {}
-    img = int(spec["img_size"])
-    return Preprocess(
-        img,
-        crop_pct=img / pre["resize"] if pre.get("resize") else 0.875,
-        mean=tuple(pre.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(pre.get("std", (0.229, 0.224, 0.225))),
-        channels=int(spec.get("in_chans", 3)),
-    )
+    return Preprocess.from_spec(spec["img_size"], spec.get("in_chans", 3), spec.get("preprocess"))
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +130,13 @@ def test_digits_splits_are_disjoint_and_labelled() -> None:
     # No test image appears in the training split.
     train_keys = {x.tobytes() for x in train.images}
     assert sum(x.tobytes() in train_keys for x in test.images) < 15  # a few scans are pixel-identical
+
+
+def test_preprocess_from_export_spec_is_timm_eval() -> None:
+    from swinedge.export import preprocess_spec
+
+    for size in range(16, 1025):  # timm: shorter side to floor(size / crop_pct), crop_pct 0.875
+        assert Preprocess.from_spec(size, 3, preprocess_spec(size)).resize_size == math.floor(size / 0.875), size
+        assert Preprocess(size).resize_size == math.floor(size / 0.875), size
+    p = Preprocess.from_spec(224, 3, preprocess_spec(224))
+    assert p.resize_size == 256 and p.interpolation == "bicubic" and p.mean == IMAGENET_MEAN

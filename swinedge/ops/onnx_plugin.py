@@ -29,7 +29,6 @@ from swinedge.errors import MissingDependencyError
 PLUGIN_DOMAIN = "swinedge"
 PLUGIN_NAME = "SwinWindowAttention"
 PLUGIN_NAMESPACE = "swinedge"
-PLUGIN_VERSION = "1"
 GEOMETRY_ATTRS = ("height", "width", "window", "shift", "num_heads", "head_dim")
 
 
