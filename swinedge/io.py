@@ -29,7 +29,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise SwinedgeError(f"cannot create output folder {parent}: {e.strerror}") from None
     if target.is_dir():
         raise SwinedgeError(f"output path {target} is a folder: give a file name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=parent)
+    except OSError as e:
+        raise SwinedgeError(f"cannot write in {parent}: {e.strerror or e}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600; give the artifact the permissions a plain open() would.
@@ -39,6 +42,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as e:  # disk full, quota, permissions: nothing is left at the target
+        raise SwinedgeError(f"cannot write {target}: {e.strerror or e}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

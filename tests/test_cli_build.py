@@ -105,3 +105,16 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path: Path) -> None:
     odd = tmp_path / "[bold]weights[/bold].pth"
     r = invoke("build", NAME, "--weights", odd, "--out", tmp_path / "m.pt")
     assert f"checkpoint not found: {odd}" in one_line_error(r)
+
+
+def test_unwritable_output_is_one_line(tmp_path: Path) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        target_dir = Path("/proc")  # not writable even for root
+    else:
+        target_dir = tmp_path / "ro"
+        target_dir.mkdir()
+        target_dir.chmod(0o500)
+    r = invoke("build", NAME, "--out", target_dir / "m.pt")
+    assert "cannot write in" in one_line_error(r)
