@@ -127,6 +127,31 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
         yield lambda n=1: bar.advance(task, n)
 
 
+def _floats(text: Optional[str], flag: str) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SwinedgeError(f"{flag} takes comma-separated numbers, e.g. 0.485,0.456,0.406; got '{text}'") from None
+
+
+def preprocess_overrides(resize: Optional[int], interpolation: Optional[str], mean: Optional[str], std: Optional[str]) -> dict:
+    """CLI preprocessing flags -> ``Preprocess.with_overrides`` keywords (None keeps the manifest's)."""
+    return {
+        "resize": resize,
+        "interpolation": interpolation,
+        "mean": _floats(mean, "--mean"),
+        "std": _floats(std, "--std"),
+    }
+
+
+RESIZE_HELP = "Shorter side before the center crop (default: the model's, floor(img_size / 0.875))."
+INTERP_HELP = "Resize filter: bicubic (default), bilinear or nearest."
+MEAN_HELP = "Normalization mean, comma list (default ImageNet's)."
+STD_HELP = "Normalization std, comma list (default ImageNet's)."
+
+
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
@@ -168,6 +193,10 @@ def quantize(
     quantize_attention_matmuls: bool = typer.Option(False, "--quantize-attention-matmuls", help="Also quantize q.k^T and P.V."),
     high_precision_dtype: str = typer.Option("fp16", "--high-precision-dtype", help="fp16 for TensorRT graphs, fp32 for CPU verification graphs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration subset."),
+    resize: Optional[int] = typer.Option(None, "--resize", help=RESIZE_HELP),
+    interpolation: Optional[str] = typer.Option(None, "--interpolation", help=INTERP_HELP),
+    mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
+    std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Quantize an FP32 graph to INT8/FP8 (calibrated Q/DQ) or FP16 (AutoCast)."""
@@ -190,7 +219,7 @@ def quantize(
 
     load_onnx(onnx_path)
     with err.status("loading calibration images"):
-        images = calibration_set_for(onnx_path, calib, calib_size, seed, warn)
+        images = calibration_set_for(onnx_path, calib, calib_size, seed, warn, preprocess_overrides(resize, interpolation, mean, std))
     with progress_bar(f"calibrating {precision} ({method})", len(images)) as advance:
         r = quantize_onnx(onnx_path, out_path, opts, images=images, on_batch=advance, warn=warn)
     if as_json:
@@ -209,6 +238,10 @@ def verify(
     max_top1_drop: float = typer.Option(0.5, "--max-top1-drop", help="Fail when labelled top-1 drops by more points."),
     min_cosine: float = typer.Option(0.99, "--min-cosine", help="Fail when the mean logit cosine is lower."),
     batch: int = typer.Option(16, "--batch", help="Inference batch size."),
+    resize: Optional[int] = typer.Option(None, "--resize", help=RESIZE_HELP),
+    interpolation: Optional[str] = typer.Option(None, "--interpolation", help=INTERP_HELP),
+    mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
+    std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Compare a candidate with the float reference on the same images; exit 1 when a threshold fails."""
@@ -216,7 +249,16 @@ def verify(
 
     with progress_bar("verifying", None) as advance:
         report = run_verify(
-            reference, candidate, data=data, size=size, max_top1_drop=max_top1_drop, min_cosine=min_cosine, batch=batch, on_batch=advance, warn=warn
+            reference,
+            candidate,
+            data=data,
+            size=size,
+            max_top1_drop=max_top1_drop,
+            min_cosine=min_cosine,
+            batch=batch,
+            preprocess_overrides=preprocess_overrides(resize, interpolation, mean, std),
+            on_batch=advance,
+            warn=warn,
         )
     if as_json:
         print_json(report.to_dict())

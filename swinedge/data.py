@@ -32,6 +32,7 @@ import numpy as np
 from swinedge.errors import MissingDependencyError, SwinedgeError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_PHOTOS = (
@@ -76,6 +77,32 @@ class Preprocess:
             channels=int(channels),
         )
 
+    def with_overrides(
+        self,
+        *,
+        resize: int | None = None,
+        interpolation: str | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+    ) -> "Preprocess":
+        """A copy with the given steps replaced (None keeps the current one), validated."""
+        import dataclasses
+
+        if resize is not None and resize < self.img_size:
+            raise SwinedgeError(f"--resize {resize} is smaller than the {self.img_size}px crop")
+        if interpolation is not None and interpolation not in INTERPOLATIONS:
+            raise SwinedgeError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got '{interpolation}'")
+        for name, values in (("mean", mean), ("std", std)):
+            if values is not None and len(values) not in (1, self.channels):
+                raise SwinedgeError(f"--{name} needs {self.channels} comma-separated values, got {len(values)}")
+        if std is not None and min(std) <= 0:
+            raise SwinedgeError("--std values must be > 0")
+        changes = {k: v for k, v in dict(resize=resize, interpolation=interpolation, mean=mean, std=std).items() if v is not None}
+        for key in ("mean", "std"):
+            if key in changes and len(changes[key]) == 1:
+                changes[key] = changes[key] * self.channels
+        return dataclasses.replace(self, **changes)
+
     def __call__(self, image: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
         from PIL import Image
 
@@ -112,17 +139,28 @@ class ImageSet:
     paths: list[str] = field(default_factory=list)
     skipped: int = 0
     class_names: list[str] | None = None
+    preprocess: Preprocess | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def describe(self) -> dict:
-        return {
+        out = {
             "source": self.source,
             "count": len(self),
             "labelled": self.labels is not None,
             "skipped": self.skipped,
         }
+        if self.preprocess is not None:
+            p = self.preprocess
+            out["preprocess"] = {
+                "resize": p.resize_size,
+                "crop": p.img_size,
+                "interpolation": p.interpolation,
+                "mean": list(p.mean),
+                "std": list(p.std),
+            }
+        return out
 
 
 def _list_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
@@ -270,5 +308,6 @@ def load_image_set(
         kept_paths,
         skipped,
         class_names,
+        preprocess,
     )
 

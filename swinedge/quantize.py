@@ -152,10 +152,14 @@ def attention_matmul_nodes(proto: onnx.ModelProto) -> list[str]:
     return [n.name for n in proto.graph.node if n.op_type == "MatMul" and not (set(n.input) & consts)]
 
 
-def calibration_set_for(onnx_path: str | Path, calib: str | None, size: int, seed: int, warn=None) -> ImageSet:
+def calibration_set_for(
+    onnx_path: str | Path, calib: str | None, size: int, seed: int, warn=None, preprocess_overrides: dict | None = None
+) -> ImageSet:
+    """Calibration images preprocessed as the graph's manifest says (plus ``overrides``)."""
     info = onnx_info(onnx_path)
     shape = info["input"]["shape"]
     preprocess = Preprocess.from_spec(int(shape[2]), int(shape[1]), info.get("preprocess"))
+    preprocess = preprocess.with_overrides(**(preprocess_overrides or {}))
     return load_image_set(calib, preprocess, size=size, seed=seed, warn=warn)
 
 

@@ -126,6 +126,7 @@ def verify(
     batch: int = 16,
     seed: int = 0,
     images: ImageSet | None = None,
+    preprocess_overrides: dict | None = None,
     on_batch: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> VerifyReport:
@@ -142,7 +143,8 @@ def verify(
         if images is None:
             if size is None and data in (None, "default"):
                 size = DEFAULT_SET_SIZE
-            images = load_image_set(data, preprocess_for(ref_runner), size=size, seed=seed, warn=warn)
+            preprocess = preprocess_for(ref_runner).with_overrides(**(preprocess_overrides or {}))
+            images = load_image_set(data, preprocess, size=size, seed=seed, warn=warn)
         ref_logits = run_batches(ref_runner, images.images, batch, on_batch)
         cand_logits = run_batches(cand_runner, images.images, batch, on_batch)
         comparison = compare_logits(ref_logits, cand_logits, images.labels)

@@ -147,3 +147,28 @@ def test_fp16_default_keeps_only_reductions_in_fp32(fp32: Path) -> None:
     assert QuantizeOptions(precision="fp16").kept_op_types == ("LayerNormalization", "Softmax")
     assert "Add" in QuantizeOptions(precision="int8").kept_op_types
     assert QuantizeOptions(precision="int8", keep_high_precision=()).kept_op_types == ()
+
+
+def test_cli_preprocessing_overrides(fp32: Path, tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "o.onnx"
+    r = runner.invoke(
+        app,
+        ["quantize", str(fp32), "--out", str(out), "--calib-size", "4", "--method", "max", "--high-precision-dtype", "fp32",
+         "--mean", "0.5", "--std", "0.25,0.25,0.25", "--interpolation", "bilinear", "--resize", "80"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    pre = json.loads((tmp_path / "o.onnx.json").read_text())["quantization"]["calibration"]["preprocess"]
+    assert pre == {"resize": 80, "crop": 64, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3}
+    bad = [
+        (["--std", "0"], "--std values must be > 0"),
+        (["--mean", "0.5,0.5"], "--mean needs 3 comma-separated values"),
+        (["--mean", "a,b,c"], "--mean takes comma-separated numbers"),
+        (["--interpolation", "lanczos"], "--interpolation must be one of"),
+        (["--resize", "32"], "--resize 32 is smaller than the 64px crop"),
+    ]
+    for extra, fragment in bad:
+        r = runner.invoke(app, ["quantize", str(fp32), "--out", str(tmp_path / "x.onnx"), *extra])
+        assert fragment in one_line_error(r), extra
+    assert not (tmp_path / "x.onnx").exists()

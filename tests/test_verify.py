@@ -81,3 +81,14 @@ def test_verify_with_labels_reports_top1(graphs, tmp_path: Path) -> None:
 def test_verify_missing_candidate(tmp_path: Path) -> None:
     r = runner.invoke(app, ["verify", NAME, str(tmp_path / "nope.onnx")])
     assert r.exit_code != 0 and "Traceback" not in r.output and "not found" in r.stderr
+
+
+def test_verify_preprocessing_overrides(graphs) -> None:
+    good, _ = graphs
+    r = runner.invoke(
+        app, ["verify", NAME, str(good), "--size", "4", "--resize", "96", "--interpolation", "nearest", "--mean", "0.5", "--std", "0.5", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["data"]["preprocess"]["resize"] == 96 and report["data"]["preprocess"]["interpolation"] == "nearest"
+    assert report["cosine_min"] > 0.99999
