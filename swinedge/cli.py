@@ -17,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from swinedge import __version__
+from swinedge.defaults import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION, MAX_TOP1_DROP, MIN_COSINE
 from swinedge.errors import SwinedgeError
-from swinedge.quantize import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION
 
 app = typer.Typer(
     name="swinedge",
@@ -146,10 +146,15 @@ def preprocess_overrides(resize: Optional[int], interpolation: Optional[str], me
     }
 
 
-RESIZE_HELP = "Shorter side before the center crop (default: the model's, floor(img_size / 0.875))."
-INTERP_HELP = "Resize filter: bicubic (default), bilinear or nearest."
-MEAN_HELP = "Normalization mean, comma list (default ImageNet's)."
-STD_HELP = "Normalization std, comma list (default ImageNet's)."
+def _str_list(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+# Preprocessing flags shared by `quantize` and `verify` (use the same values for both).
+RESIZE_OPTION = typer.Option(None, "--resize", help="Shorter side before the center crop (default: the model's, floor(img_size / 0.875)).")
+INTERPOLATION_OPTION = typer.Option(None, "--interpolation", help="Resize filter: bicubic (default), bilinear or nearest.")
+MEAN_OPTION = typer.Option(None, "--mean", help="Normalization mean, comma list (default ImageNet's).")
+STD_OPTION = typer.Option(None, "--std", help="Normalization std, comma list (default ImageNet's).")
 
 
 def warn(message: str) -> None:
@@ -193,10 +198,10 @@ def quantize(
     quantize_attention_matmuls: bool = typer.Option(False, "--quantize-attention-matmuls", help="Also quantize q.k^T and P.V."),
     high_precision_dtype: str = typer.Option("fp16", "--high-precision-dtype", help="fp16 for TensorRT graphs, fp32 for CPU verification graphs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration subset."),
-    resize: Optional[int] = typer.Option(None, "--resize", help=RESIZE_HELP),
-    interpolation: Optional[str] = typer.Option(None, "--interpolation", help=INTERP_HELP),
-    mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
-    std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
+    resize: Optional[int] = RESIZE_OPTION,
+    interpolation: Optional[str] = INTERPOLATION_OPTION,
+    mean: Optional[str] = MEAN_OPTION,
+    std: Optional[str] = STD_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Quantize an FP32 graph to INT8/FP8 (calibrated Q/DQ) or FP16 (AutoCast)."""
@@ -208,7 +213,7 @@ def quantize(
         calib_size=calib_size,
         method=method,
         seed=seed,
-        keep_high_precision=None if keep_high_precision is None else tuple(t.strip() for t in keep_high_precision.split(",") if t.strip()),
+        keep_high_precision=None if keep_high_precision is None else _str_list(keep_high_precision),
         quantize_patch_embed=quantize_patch_embed,
         quantize_head=quantize_head,
         quantize_attention_matmuls=quantize_attention_matmuls,
@@ -235,13 +240,13 @@ def verify(
     candidate: str = typer.Argument(..., help="Candidate: ONNX (quantized or plugin graph), checkpoint or engine."),
     data: Optional[str] = typer.Option(None, "--data", help="Image folder, manifest, 'default' (bundled photos) or 'digits' (labelled)."),
     size: Optional[int] = typer.Option(None, "--size", help="Images to use (default: all; 64 for the bundled photos)."),
-    max_top1_drop: float = typer.Option(0.5, "--max-top1-drop", help="Fail when labelled top-1 drops by more points."),
-    min_cosine: float = typer.Option(0.99, "--min-cosine", help="Fail when the mean logit cosine is lower."),
+    max_top1_drop: float = typer.Option(MAX_TOP1_DROP, "--max-top1-drop", help="Fail when labelled top-1 drops by more points."),
+    min_cosine: float = typer.Option(MIN_COSINE, "--min-cosine", help="Fail when the mean logit cosine is lower."),
     batch: int = typer.Option(16, "--batch", help="Inference batch size."),
-    resize: Optional[int] = typer.Option(None, "--resize", help=RESIZE_HELP),
-    interpolation: Optional[str] = typer.Option(None, "--interpolation", help=INTERP_HELP),
-    mean: Optional[str] = typer.Option(None, "--mean", help=MEAN_HELP),
-    std: Optional[str] = typer.Option(None, "--std", help=STD_HELP),
+    resize: Optional[int] = RESIZE_OPTION,
+    interpolation: Optional[str] = INTERPOLATION_OPTION,
+    mean: Optional[str] = MEAN_OPTION,
+    std: Optional[str] = STD_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Compare a candidate with the float reference on the same images; exit 1 when a threshold fails."""
@@ -345,8 +350,8 @@ def benchmark(
             warmup=warmup,
             data=data,
             reference=reference,
-            torch_precisions=tuple(t.strip() for t in torch_precision.split(",") if t.strip()),
-            torch_attentions=tuple(t.strip() for t in torch_attention.split(",") if t.strip()),
+            torch_precisions=_str_list(torch_precision),
+            torch_attentions=_str_list(torch_attention),
             on_iter=advance,
         )
     files = write_report(report, out_dir)

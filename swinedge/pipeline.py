@@ -6,13 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from swinedge.data import ImageSet, Preprocess, load_image_set
 from swinedge.export import export_onnx
 from swinedge.quantize import QuantizeOptions, calibration_set_for, quantize_onnx
 from swinedge.runtime import OnnxRuntimeRunner, TorchRunner
-from swinedge.verify import compare_logits, run_batches
+from swinedge.verify import DEFAULT_SET_SIZE, MAX_TOP1_DROP, MIN_COSINE, Comparison, check_thresholds, compare_logits, run_batches
 
 
 def default_cache_dir() -> Path:
@@ -57,12 +55,11 @@ def digits_accuracy(
     say("converting fp16")
     fp16 = quantize_onnx(fp32, workdir / "digits.fp16.onnx", QuantizeOptions(precision="fp16", calib_size=8), images=calib).onnx_path
     say("evaluating on the held-out split")
-    with TorchRunner(checkpoint) as torch_runner:
-        reference = run_batches(torch_runner, test.images, 128)
-    rows = [_row("torch fp32", str(checkpoint), reference, reference, test)]
-    for label, path in (("onnxruntime fp32", fp32), ("onnxruntime fp16", fp16), ("onnxruntime int8", int8)):
-        with OnnxRuntimeRunner(path) as r:
-            rows.append(_row(label, str(path), run_batches(r, test.images, 128), reference, test))
+    graphs = [("torch fp32", None), ("onnxruntime fp32", fp32), ("onnxruntime fp16", fp16), ("onnxruntime int8", int8)]
+    rows = [
+        {"runtime": label, "artifact": str(path or checkpoint), **_metrics(c)}
+        for label, path, c in compare_graphs(checkpoint, graphs, test)
+    ]
     return {
         "task": "sklearn digits, held-out split",
         "images": len(test),
@@ -73,16 +70,27 @@ def digits_accuracy(
     }
 
 
-def _row(label: str, artifact: str, logits: np.ndarray, reference: np.ndarray, data: ImageSet) -> dict[str, Any]:
-    c = compare_logits(reference, logits, data.labels)
-    return {
-        "runtime": label,
-        "artifact": artifact,
-        "top1": c.top1_candidate,
-        "top1_drop": c.top1_drop,
-        "top1_agreement": c.top1_agreement,
-        "cosine_mean": c.cosine_mean,
-    }
+def compare_graphs(
+    checkpoint: str | Path, graphs: list[tuple[str, Path | None]], images: ImageSet
+) -> list[tuple[str, Path | None, Comparison]]:
+    """Each ONNX graph against the float torch model on ``images``; the reference runs once.
+
+    A ``None`` path compares the reference with itself (a row for the table)."""
+    with TorchRunner(checkpoint) as torch_runner:
+        reference = run_batches(torch_runner, images.images, 128)
+    out = []
+    for label, path in graphs:
+        if path is None:
+            logits = reference
+        else:
+            with OnnxRuntimeRunner(path) as r:
+                logits = run_batches(r, images.images, 128)
+        out.append((label, path, compare_logits(reference, logits, images.labels)))
+    return out
+
+
+def _metrics(c: Comparison) -> dict[str, Any]:
+    return {"top1": c.top1_candidate, "top1_drop": c.top1_drop, "top1_agreement": c.top1_agreement, "cosine_mean": c.cosine_mean}
 
 
 def tensorrt_available() -> tuple[bool, str]:
@@ -121,7 +129,6 @@ def run_pipeline(
     from swinedge.bench import benchmark_artifacts, write_report
     from swinedge.io import write_bytes_atomic, write_json_atomic
     from swinedge.models import build_checkpoint
-    from swinedge.verify import verify
 
     say = status or (lambda _m: None)
     out_dir = Path(out_dir)
@@ -151,14 +158,11 @@ def run_pipeline(
     say("converting FP16")
     fp16 = quantize_onnx(fp32, out_dir / "model.fp16.onnx", QuantizeOptions(precision="fp16", calib_size=8), images=pre_images).onnx_path
     say("verifying against the float model")
-    accuracy = []
-    for label, path in (("fp32 onnx", fp32), ("fp16 onnx", fp16), ("int8 onnx", int8)):
-        rep = verify(str(checkpoint), str(path), data=eval_data)
-        c = rep.comparison
-        accuracy.append({
-            "precision": label, "artifact": str(path), "top1": c.top1_candidate, "top1_reference": c.top1_reference,
-            "top1_drop": c.top1_drop, "top1_agreement": c.top1_agreement, "cosine_mean": c.cosine_mean, "passed": rep.passed,
-        })  # fmt: skip
+    eval_images = calibration_set_for(fp32, eval_data, DEFAULT_SET_SIZE if eval_data == "default" else None, 0)
+    accuracy = [
+        {"precision": label, "artifact": str(path), "top1_reference": c.top1_reference, **_metrics(c), "passed": not check_thresholds(c, MAX_TOP1_DROP, MIN_COSINE)}
+        for label, path, c in compare_graphs(checkpoint, [("fp32 onnx", fp32), ("fp16 onnx", fp16), ("int8 onnx", int8)], eval_images)
+    ]
     artifacts = [str(checkpoint), str(fp32), str(fp16), str(int8)]
     engines: list[dict[str, Any]] = []
     ok, why = tensorrt_available()

@@ -12,9 +12,9 @@ from typing import Any, Callable
 import numpy as np
 
 from swinedge.data import ImageSet, Preprocess, load_image_set
+from swinedge.defaults import MAX_TOP1_DROP, MIN_COSINE
 from swinedge.errors import SwinedgeError
 from swinedge.runtime import Runner, open_runner
-
 
 # The built-in photo set has 9 photos; verification draws this many (photos + seeded crops).
 DEFAULT_SET_SIZE = 64
@@ -121,8 +121,8 @@ def verify(
     *,
     data: str | None = None,
     size: int | None = None,
-    max_top1_drop: float = 0.5,
-    min_cosine: float = 0.99,
+    max_top1_drop: float = MAX_TOP1_DROP,
+    min_cosine: float = MIN_COSINE,
     batch: int = 16,
     seed: int = 0,
     images: ImageSet | None = None,
