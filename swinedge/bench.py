@@ -177,7 +177,8 @@ def benchmark_artifacts(
         p = Path(a)
         if p.suffix and not p.exists():
             raise SwinedgeError(f"artifact not found: {a}")
-    ref_source = reference or next((a for a in artifacts if Path(a).suffix in (".pt", ".pth", ".safetensors") or not Path(a).suffix), None)
+    runners = [(a, open_runner(a, device=device)) for a in artifacts]  # classified, not loaded
+    ref_source = reference or next((a for a, r in runners if isinstance(r, TorchRunner)), None)
     if ref_source is None:
         ref_source = _reference_from_manifests(artifacts)
     ref_runner = TorchRunner(ref_source, device=device)
@@ -195,8 +196,7 @@ def benchmark_artifacts(
         if a not in ("reference", "fused"):
             raise SwinedgeError(f"--torch-attention takes reference and/or fused, got '{a}'")
     jobs: list[tuple[str, Runner]] = []
-    for artifact in artifacts:
-        r0 = open_runner(artifact, device=device)
+    for artifact, r0 in runners:
         if not isinstance(r0, TorchRunner):
             jobs.append((artifact, r0))
             continue

@@ -179,7 +179,7 @@ def build_engine(
     if out.suffix not in ENGINE_SUFFIXES:
         raise SwinedgeError(f"--out {out}: use a file name ending in .plan or .engine")
     proto = load_onnx(onnx_path)
-    info = onnx_info(onnx_path)
+    info = onnx_info(onnx_path, proto)
     trt = require_tensorrt()
     gpu, cc = gpu_identity()
     version = TrtVersion.parse(trt.__version__)

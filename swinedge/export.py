@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -80,8 +81,6 @@ def export_onnx(
 
         context = plugin_export_context(model, opset)
     else:
-        import contextlib
-
         context = contextlib.nullcontext()
     n = static_batch or check_batch
     dummy = torch.randn(n, cfg.in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
@@ -193,12 +192,14 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     return proto
 
 
-def onnx_info(path: str | Path) -> dict[str, Any]:
-    """The manifest of an exported graph, or a minimal description read from the graph."""
+def onnx_info(path: str | Path, proto: onnx.ModelProto | None = None) -> dict[str, Any]:
+    """The manifest of an exported graph, or a minimal description read from the graph
+    (``proto``, when the caller has already loaded it)."""
     manifest = read_manifest(path)
     if manifest is not None:
         return manifest
-    proto = load_onnx(path)
+    if proto is None:
+        proto = load_onnx(path)
     inp = proto.graph.input[0]
     dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
     return {"kind": "onnx", "input": {"name": inp.name, "shape": dims}, "config": None, "precision": "unknown"}

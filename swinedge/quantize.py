@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 
 from swinedge.data import ImageSet, Preprocess, load_image_set
+from swinedge.defaults import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION
 from swinedge.errors import MissingDependencyError, SwinedgeError
 from swinedge.export import load_onnx, onnx_info
 from swinedge.io import atomic_path, sha256_file
@@ -32,11 +33,6 @@ from swinedge.manifest import manifest_path, write_manifest
 PRECISIONS = ("int8", "fp8", "fp16")
 METHODS = ("entropy", "max")
 HIGH_PRECISION_DTYPES = ("fp16", "fp32")
-# INT8/FP8: FasterTransformer's recipe (LayerNorm, softmax and residual adds unquantized).
-# FP16: only the reductions that overflow in half precision; the residual stream runs in
-# FP16 as in mixed-precision inference, so Linear bias adds need no casts around them.
-DEFAULT_KEEP_HIGH_PRECISION = ("LayerNormalization", "Softmax", "Add")
-DEFAULT_KEEP_FP32_FOR_FP16 = ("LayerNormalization", "Softmax")
 FP8_MIN_OPSET = 19  # float8 QuantizeLinear/DequantizeLinear
 # Node-name patterns (regex, as modelopt takes them) of layers not to quantize by default.
 PATCH_EMBED_PATTERN = r".*/patch_embed/.*"
@@ -179,7 +175,7 @@ def quantize_onnx(
     if out.suffix != ".onnx":
         raise SwinedgeError(f"--out {out}: use a file name ending in .onnx")
     proto = load_onnx(onnx_path)
-    info = onnx_info(onnx_path)
+    info = onnx_info(onnx_path, proto)
     if info.get("precision") not in ("fp32", "unknown"):
         raise SwinedgeError(f"{onnx_path} is already {info.get('precision')}: quantize the FP32 export instead")
     if info.get("attention") == "plugin":

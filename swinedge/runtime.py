@@ -121,7 +121,7 @@ class OnnxRuntimeRunner(Runner):
         from swinedge.export import load_onnx, onnx_info
 
         proto = load_onnx(self.path)
-        self.manifest = onnx_info(self.path)
+        self.manifest = onnx_info(self.path, proto)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if has_float8(proto):
