@@ -1,4 +1,4 @@
-"""Latency measurement over a :class:`~swinedge.runtime.Runner`.
+"""Latency measurement over a :class:`~swinedge.runners.Runner`.
 
 CPU runners are timed with ``perf_counter`` around each call; CUDA runners with CUDA
 events on the current stream (the runner synchronizes). Warm-up iterations are never
@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from swinedge.errors import SwinedgeError
-from swinedge.runtime import Runner
+from swinedge.runners import Runner
 
 
 @dataclass
@@ -161,7 +161,8 @@ def benchmark_artifacts(
     import torch
 
     from swinedge.data import load_image_set
-    from swinedge.runtime import TorchRunner, open_runner
+    from swinedge.runners import open_runner
+    from swinedge.runners.torch_runner import TorchRunner
     from swinedge.verify import DEFAULT_SET_SIZE, compare_logits, preprocess_for, run_batches
 
     if not artifacts:

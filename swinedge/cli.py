@@ -312,7 +312,12 @@ def build_engine_cmd(
     workspace: float = typer.Option(4.0, "--workspace", help="Builder workspace limit, GiB."),
     opt_level: int = typer.Option(3, "--opt-level", help="Builder optimization level 0..5."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file: reused when present, written after the build."),
-    plugin: str = typer.Option("auto", "--plugin", help="auto: fused plugin where TensorRT >= 10.9; on: require it; off: native attention."),
+    plugin: str = typer.Option(
+        "auto",
+        "--plugin",
+        help="auto: the fused plugin where TensorRT (>= 10.9), GPU, Triton and graph allow it, else native attention and why; "
+        "on: require it (refused before building); off: native attention.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT's verbose log."),
 ) -> None:
     """Compile a strongly typed TensorRT engine, with the fused window-attention plugin where available."""
@@ -321,6 +326,8 @@ def build_engine_cmd(
     opts = BuildOptions(min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, plugin)
     with err.status("building engine") as st:
         r = build_engine(onnx_path, out_path, opts, verbose=verbose, status=lambda m: st.update(escape(m)))
+    for warning in r.warnings:
+        err.print(f"warning: {warning}", highlight=False, markup=False)
     out.print(f"wrote {r.plan} in {r.seconds:.0f}s ({r.note}) and {r.manifest_path}", highlight=False, markup=False)
 
 

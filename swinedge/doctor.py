@@ -51,22 +51,24 @@ def run_checks() -> list[Check]:
         import tensorrt as trt
 
         trt_version = trt.__version__
-        from swinedge.engine import TrtVersion
+        from swinedge.engine import PluginEnvironment, plugin_blockers
 
-        v = TrtVersion.parse(trt_version)
-        aot = v.has_aot_plugins and hasattr(trt, "QuickPluginCreationRequest")
         checks.append(Check("tensorrt", "ok", trt_version))
+        if cuda:
+            blockers = plugin_blockers(PluginEnvironment.detect(trt, major * 10 + minor))
+        else:
+            blockers = ["no GPU to build for"]
         checks.append(
             Check(
-                "aot plugin",
-                "ok" if aot else "warn",
-                "quickly deployable AOT plugins available" if aot else f"TensorRT {trt_version} < 10.9: engines use native attention",
-                "" if aot else "TensorRT >= 10.9 enables the fused plugin (JetPack 6 on Orin stays at 10.3)",
+                "fused plugin",
+                "warn" if blockers else "ok",
+                f"engines use native attention: {blockers[0]}" if blockers else "AOT plugin engines can be built here",
+                "" if not blockers else "build-engine --plugin auto builds native attention and says why",
             )
         )
     except ImportError:
         checks.append(Check("tensorrt", "missing", "not importable", "install TensorRT from NVIDIA (pip install tensorrt on x86/SBSA; JetPack on Jetson)"))
-        checks.append(Check("aot plugin", "missing", "needs TensorRT >= 10.9", "install TensorRT >= 10.9"))
+        checks.append(Check("fused plugin", "missing", "needs TensorRT >= 10.9", "install TensorRT >= 10.9"))
 
     mo = _version("nvidia-modelopt")
     checks.append(Check("modelopt", "ok" if mo else "missing", mo or "not installed", "" if mo else "pip install 'swinedge[quantize]'"))
@@ -78,12 +80,21 @@ def run_checks() -> list[Check]:
 
         bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
         ptxas = str(bundled) if bundled.exists() else shutil.which("ptxas")
+    from swinedge.ops.aot import MIN_TRITON, triton_version_ok
+
+    need = ".".join(map(str, MIN_TRITON))
+    if not tr:
+        status, fix = "missing", f"pip install 'swinedge[kernel]' (fused kernel and plugin PTX need Triton >= {need})"
+    elif not triton_version_ok(tr):
+        status, fix = "warn", f"Triton {tr} is too old for the plugin kernel (needs >= {need}): pip install 'triton>={need}' (torch 2.6/2.7 CUDA wheels pin 3.2/3.3)"
+    else:
+        status, fix = "ok", ""
     checks.append(
         Check(
             "triton",
-            "ok" if tr else "missing",
-            f"{tr}" + ("; ptxas bundled" if ptxas and "triton" in ptxas else "; ptxas on PATH" if ptxas else "; no ptxas") if tr else "not installed",
-            "" if tr else "pip install 'swinedge[kernel]' (fused kernel and plugin PTX)",
+            status,
+            f"{tr} (needs >= {need})" + ("; ptxas bundled" if ptxas and "triton" in ptxas else "; ptxas on PATH" if ptxas else "; no ptxas") if tr else "not installed",
+            fix,
         )
     )
 

@@ -1,11 +1,13 @@
-"""TensorRT engines: build from ONNX, check manifests, run.
+"""TensorRT engines: version rules, the plugin decision, and building plans from ONNX.
 
 Strongly typed networks only (TensorRT 11 rules, accepted by 10.x): precision comes
 from the graph (Q/DQ for INT8/FP8, AutoCast for FP16), never from builder flags.
 
 Everything that needs no TensorRT (version rules, plugin choice, profile shapes,
 manifest checks) is a plain function tested on CPU; the TensorRT calls themselves are
-kept few and exactly on the documented API.
+few, and every name they use is checked against the compiled bindings of each version in
+:data:`CONTRACT_VERSIONS` (``tests/test_trt_contract.py``). Running plans lives in
+:mod:`swinedge.runners.trt_runner`.
 """
 
 from __future__ import annotations
@@ -17,15 +19,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+from swinedge.errors import MissingDependencyError, SwinedgeError
+from swinedge.io import sha256_file, write_bytes_atomic
+from swinedge.manifest import manifest_path, write_artifact_with_manifest
 
-from swinedge.errors import SwinedgeError
-from swinedge.io import require_file, sha256_file, write_bytes_atomic
-from swinedge.manifest import manifest_path, read_manifest, write_manifest
-from swinedge.runtime import ENGINE_SUFFIXES, Runner, require_tensorrt
-
+ENGINE_SUFFIXES = (".plan", ".engine")
 PLUGIN_MODES = ("auto", "on", "off")
 AOT_PLUGIN_MIN = (10, 9)  # tensorrt.plugin.aot_impl
+
+# The TensorRT versions users have, each checked in CI against NVIDIA's own bindings
+# wheel (``tensorrt-cu12-bindings==<wheel>`` on PyPI): the names this module and the
+# runner touch exist in its compiled module, and NVIDIA's Python plugin layer accepts
+# the plugin (``tests/test_trt_contract.py``). One place; README's TensorRT section
+# lists the same.
+CONTRACT_VERSIONS: dict[str, str] = {
+    "10.3.0": "Jetson Orin, JetPack 6 (no tensorrt.plugin: native attention)",
+    "10.9.0.34": "first with AOT quickly deployable plugins",
+    "10.13.3.9": "Jetson Thor, JetPack 7",
+    "10.16.1.11": "newest 10.x",
+    "11.0.0.114": "first 11.x (strong typing only)",
+    "11.2.1.2": "first with NVIDIA's scalar-attribute fix",
+    "11.4.0.106": "newest on PyPI",
+}
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,16 @@ class TrtVersion:
     @property
     def has_aot_plugins(self) -> bool:
         return (self.major, self.minor) >= AOT_PLUGIN_MIN
+
+
+def require_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise MissingDependencyError(
+            "TensorRT is not installed: install it from NVIDIA on a GPU machine (pip install tensorrt, or JetPack on Jetson)"
+        ) from None
+    return trt
 
 
 DEFAULT_PROFILE = (1, 32, 64)
@@ -108,19 +133,83 @@ def profile_shapes(input_shape: list, opts: BuildOptions) -> tuple[tuple[int, ..
     return (lo, *rest), (opt, *rest), (hi, *rest)
 
 
-def decide_plugin(mode: str, version: TrtVersion, graph_has_plugin: bool) -> tuple[bool, str]:
-    """Whether to build with the fused plugin, and a note saying why."""
+@dataclass(frozen=True)
+class PluginEnvironment:
+    """What decides whether the fused plugin can be built here (no graph involved)."""
+
+    trt_version: TrtVersion
+    has_quick_aot: bool  # the bindings have tensorrt.plugin's AOT path (QuickPluginCreationRequest)
+    compute_capability: int
+    triton_version: str | None  # None: Triton not importable
+
+    @classmethod
+    def detect(cls, trt, compute_capability: int) -> "PluginEnvironment":
+        try:
+            import triton
+
+            triton_version: str | None = triton.__version__
+        except ImportError:
+            triton_version = None
+        return cls(TrtVersion.parse(trt.__version__), hasattr(trt, "QuickPluginCreationRequest"), compute_capability, triton_version)
+
+
+def plugin_blockers(env: PluginEnvironment) -> list[str]:
+    """Why the fused plugin cannot be built in this environment; empty when it can."""
+    from swinedge.ops.aot import MIN_TRITON, SUPPORTED_CC, triton_version_ok
+
+    reasons = []
+    if not env.trt_version.has_aot_plugins or not env.has_quick_aot:
+        reasons.append(f"TensorRT {env.trt_version} has no AOT quickly deployable plugins (needs >= 10.9; Jetson Orin has 10.3)")
+    if env.compute_capability not in SUPPORTED_CC:
+        listed = ", ".join(f"sm_{c}" for c in SUPPORTED_CC)
+        reasons.append(f"the fused kernel is not built for sm_{env.compute_capability} (supported: {listed})")
+    need = ".".join(map(str, MIN_TRITON))
+    if env.triton_version is None:
+        reasons.append(f"Triton is not installed (the plugin kernel is compiled with Triton >= {need}: pip install 'swinedge[kernel]')")
+    elif not triton_version_ok(env.triton_version):
+        reasons.append(f"Triton {env.triton_version} is older than {need}, which the plugin kernel needs: pip install 'triton>={need}'")
+    return reasons
+
+
+def plugin_graph(proto, info: dict[str, Any]) -> tuple[Any, int, str | None]:
+    """A copy of a native graph with one plugin node per block: ``(graph, nodes, None)``,
+    or ``(None, 0, why not)`` when the nodes cannot be placed. ``proto`` is left as it is."""
+    from swinedge.models import SwinConfig
+    from swinedge.ops.onnx_plugin import substitute_plugin_nodes
+    from swinedge.ops.triton_kernel import check_geometry
+
+    if not info.get("config"):
+        return None, 0, "the graph has no swinedge manifest (model config), so plugin nodes cannot be placed"
+    try:
+        swin_config = SwinConfig.from_dict(info["config"])
+        for stage in swin_config.stage_geometries():
+            for g in stage:
+                check_geometry(g)
+        copy = type(proto)()
+        copy.CopyFrom(proto)
+        graph, count = substitute_plugin_nodes(copy, swin_config)
+    except SwinedgeError as e:
+        return None, 0, str(e)
+    return graph, count, None
+
+
+def decide_plugin(mode: str, blockers: list[str], graph_has_plugin: bool) -> tuple[bool, str]:
+    """Whether to build with the fused plugin, and a one-line note saying why.
+
+    ``off`` builds native attention; ``on`` refuses, before any build, when something
+    blocks the plugin; ``auto`` builds native attention and names the first blocker. A
+    graph exported with plugin nodes cannot become native here: that is an error."""
     if mode == "off":
         if graph_has_plugin:
-            raise SwinedgeError("--plugin off, but the graph has plugin nodes: build from the native export")
+            raise SwinedgeError("--plugin off, but the graph has plugin nodes: build from the native export (swinedge export --attention native)")
         return False, "plugin off: native attention graph"
-    if not version.has_aot_plugins:
-        if mode == "on" or graph_has_plugin:
-            raise SwinedgeError(
-                f"TensorRT {version} has no AOT quickly deployable plugins (needs >= 10.9): use --plugin off with the native export"
-            )
-        return False, f"TensorRT {version} < 10.9 (e.g. Jetson Orin): native attention graph, no fused plugin"
-    return True, f"fused window-attention plugin (AOT PTX) on TensorRT {version}"
+    if blockers:
+        if mode == "on":
+            raise SwinedgeError(f"--plugin on, but {blockers[0]}: use --plugin auto or off")
+        if graph_has_plugin:
+            raise SwinedgeError(f"the graph has plugin nodes, but {blockers[0]}: build from the native export (swinedge export --attention native)")
+        return False, f"native attention graph: {blockers[0]}"
+    return True, "fused window-attention plugin (AOT PTX)"
 
 
 def check_engine_fits(manifest: dict[str, Any], *, gpu: str, compute_capability: int, trt_version: str, plan: str) -> None:
@@ -142,8 +231,9 @@ class BuildResult:
     manifest_path: Path
     seconds: float
     plugin_used: bool
-    note: str
+    note: str  # why the plugin is or is not in the plan
     manifest: dict[str, Any]
+    warnings: tuple[str, ...] = ()  # what the user should know (a timing cache that was not used or not saved)
 
 
 def _require_cuda():
@@ -168,10 +258,11 @@ def build_engine(
     verbose: bool = False,
     status: Callable[[str], None] | None = None,
 ) -> BuildResult:
-    """Compile an ONNX graph (FP32, FP16 or Q/DQ INT8/FP8) to a TensorRT plan + manifest."""
+    """Compile an ONNX graph (FP32, FP16 or Q/DQ INT8/FP8) to a TensorRT plan + manifest.
+
+    The plan and its manifest are written together or not at all."""
     from swinedge.export import load_onnx, onnx_info
-    from swinedge.models import SwinConfig
-    from swinedge.ops.onnx_plugin import plugin_nodes, substitute_plugin_nodes
+    from swinedge.ops.onnx_plugin import plugin_nodes
 
     opts = options or BuildOptions()
     opts.validate()
@@ -184,23 +275,33 @@ def build_engine(
     gpu, cc = gpu_identity()
     version = TrtVersion.parse(trt.__version__)
     say = status or (lambda _m: None)
-    use_plugin, note = decide_plugin(opts.plugin, version, bool(plugin_nodes(proto)))
     shapes = profile_shapes(info["input"]["shape"], opts)
+    has_plugin = bool(plugin_nodes(proto))
+    blockers = plugin_blockers(PluginEnvironment.detect(trt, cc)) if opts.plugin != "off" else []
+    graph = None
+    if opts.plugin != "off" and not blockers and not has_plugin:
+        graph, count, why_not = plugin_graph(proto, info)
+        if why_not:
+            blockers.append(why_not)
+        else:
+            say(f"substituted {count} plugin nodes")
+    use_plugin, note = decide_plugin(opts.plugin, blockers, has_plugin)
+    say(note)
+    warnings: list[str] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="swinedge-build-") as scratch:
         graph_path = Path(onnx_path)
-        if use_plugin and not plugin_nodes(proto):
-            if not info.get("config"):
-                raise SwinedgeError(f"{onnx_path} has no swinedge manifest: cannot place plugin nodes; use --plugin off")
-            proto, count = substitute_plugin_nodes(proto, SwinConfig.from_dict(info["config"]))
-            graph_path = Path(scratch) / "with_plugin.onnx"
+        if use_plugin and graph is not None:
             import onnx
 
-            onnx.save(proto, str(graph_path))
-            say(f"substituted {count} plugin nodes")
+            graph_path = Path(scratch) / "with_plugin.onnx"
+            onnx.save(graph, str(graph_path))
         if use_plugin:
-            import swinedge.plugin.tensorrt_plugin  # noqa: F401 - registers the plugin with TensorRT
+            # Registers the plugin with TensorRT for this build; loading the plan later
+            # needs none of it (the PTX is in the plan).
+            from swinedge.plugin import tensorrt_plugin
 
+            tensorrt_plugin.set_compute_capability(cc)
         logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
         builder = trt.Builder(logger)
         flags = 0
@@ -211,17 +312,17 @@ def build_engine(
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(graph_path)):
-            errors = [parser.get_error(i) for i in range(parser.num_errors)]
-            first = errors[0] if errors else None
-            where = f" at node {first.node_name()}" if first is not None and hasattr(first, "node_name") else ""
-            desc = first.desc() if first is not None else "unknown error"
-            raise SwinedgeError(f"TensorRT cannot parse {onnx_path}{where}: {desc} ({len(errors)} error(s))")
+            count = parser.num_errors
+            parse_error = parser.get_error(0) if count else None
+            where = f" at node {parse_error.node_name()}" if parse_error is not None and hasattr(parse_error, "node_name") else ""
+            desc = parse_error.desc() if parse_error is not None else "unknown error"
+            raise SwinedgeError(f"TensorRT cannot parse {onnx_path}{where}: {desc} ({count} error(s))")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
         config.builder_optimization_level = opts.opt_level
-        cache_bytes = opts.timing_cache.read_bytes() if opts.timing_cache and opts.timing_cache.exists() else b""
-        cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        cache, cache_note = attach_timing_cache(config, opts.timing_cache)
+        if cache_note:
+            warnings.append(cache_note)
         profile = builder.create_optimization_profile()
         profile.set_shape(network.get_input(0).name, *shapes)
         config.add_optimization_profile(profile)
@@ -229,98 +330,55 @@ def build_engine(
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise SwinedgeError("TensorRT failed to build the engine: rerun with --verbose for its log")
-        write_bytes_atomic(out, bytes(plan))
-        if opts.timing_cache:
-            write_bytes_atomic(opts.timing_cache, bytes(config.get_timing_cache().serialize()))
-    seconds = time.perf_counter() - start
-    manifest = write_manifest(
-        "tensorrt-engine",
-        out,
-        model=info.get("model"),
-        config=info.get("config"),
-        precision=info.get("precision"),
-        onnx={"file": Path(onnx_path).name, "sha256": sha256_file(onnx_path)},
-        input=info.get("input"),
-        preprocess=info.get("preprocess"),
-        tensorrt={"version": str(version), "gpu": gpu, "compute_capability": cc, "strongly_typed": True},
-        profile={"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
-        plugin={"used": use_plugin, "note": note},
-        build={**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}, "seconds": round(seconds, 1)},
-    )
-    return BuildResult(out, manifest_path(out), seconds, use_plugin, note, manifest)
+        seconds = time.perf_counter() - start
+        manifest = write_artifact_with_manifest(
+            "tensorrt-engine",
+            out,
+            bytes(plan),
+            model=info.get("model"),
+            config=info.get("config"),
+            precision=info.get("precision"),
+            onnx={"file": Path(onnx_path).name, "sha256": sha256_file(onnx_path)},
+            input=info.get("input"),
+            preprocess=info.get("preprocess"),
+            tensorrt={"version": str(version), "gpu": gpu, "compute_capability": cc, "strongly_typed": True},
+            profile={"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
+            plugin={"used": use_plugin, "note": note},
+            build={**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}, "seconds": round(seconds, 1)},
+        )
+        if opts.timing_cache and cache is not None:
+            save_timing_cache(cache, opts.timing_cache, warnings.append)
+    return BuildResult(out, manifest_path(out), seconds, use_plugin, note, manifest, tuple(warnings))
 
 
-class TensorRTRunner(Runner):
-    """A TensorRT plan; buffers and stream from torch (no pycuda)."""
+def attach_timing_cache(config, path: Path | None) -> tuple[Any, str | None]:
+    """Attach the timing cache at ``path`` (or a fresh one) to a builder config.
 
-    def __init__(self, plan: str | Path):
-        self.plan = Path(plan)
-        self.device = "cuda"
-        self.name = "tensorrt"
-        self.manifest: dict[str, Any] = {}
-        self.engine = None
-        self.context = None
+    Returns the cache object to serialize after the build, and a note when the file could
+    not be used: TensorRT refuses a cache made on another GPU, CUDA or TensorRT
+    (``set_timing_cache`` returns False), and the build then starts a fresh one."""
+    if path is None:
+        return None, None
+    data = path.read_bytes() if path.exists() else b""
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+            if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+                return cache, None
+        except Exception:  # noqa: BLE001 - TensorRT's error types for a damaged cache are undocumented
+            pass
+    note = f"timing cache {path} does not fit this GPU or TensorRT (or is damaged): starting a fresh one" if data else None
+    cache = config.create_timing_cache(b"")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        return None, f"TensorRT refused a fresh timing cache: building without one, {path} is left as it is"
+    return cache, note
 
-    def load(self) -> "TensorRTRunner":
-        require_file(self.plan, "engine")
-        self.manifest = read_manifest(self.plan, required=True) or {}
-        trt = require_tensorrt()
-        gpu, cc = gpu_identity()
-        check_engine_fits(self.manifest, gpu=gpu, compute_capability=cc, trt_version=trt.__version__, plan=str(self.plan))
-        if self.manifest.get("plugin", {}).get("used"):
-            import swinedge.plugin.tensorrt_plugin  # noqa: F401 - AOT engines need no Python, but registering is harmless
-        self._trt = trt
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(self.plan.read_bytes())
-        if self.engine is None:
-            raise SwinedgeError(f"TensorRT could not deserialize {self.plan}: rebuild it with swinedge build-engine")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        precision = self.manifest.get("precision", "")
-        self.name = f"tensorrt-{precision}" + ("-plugin" if self.manifest.get("plugin", {}).get("used") else "")
-        return self
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        import torch
+def save_timing_cache(cache, path: Path, warn: Callable[[str], None]) -> None:
+    """Write the cache object the build used (NVIDIA's guide: serialize the one you hold).
 
-        assert self.context is not None, "call load() first"
-        lo, hi = self.manifest["profile"]["min"][0], self.manifest["profile"]["max"][0]
-        if not lo <= len(batch) <= hi:
-            raise SwinedgeError(f"batch {len(batch)} is outside the engine's profile {lo}..{hi}: rebuild with --min-batch/--max-batch")
-        dtype = {self._trt.float32: torch.float32, self._trt.float16: torch.float16}
-        x = torch.from_numpy(np.ascontiguousarray(batch)).cuda().to(dtype[self.engine.get_tensor_dtype(self.input_name)])
-        self.context.set_input_shape(self.input_name, tuple(x.shape))
-        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        y = torch.empty(out_shape, device="cuda", dtype=dtype[self.engine.get_tensor_dtype(self.output_name)])
-        self.context.set_tensor_address(self.input_name, x.data_ptr())
-        self.context.set_tensor_address(self.output_name, y.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise SwinedgeError("TensorRT execution failed")
-        stream.synchronize()
-        return y.float().cpu().numpy()
-
-    def synchronize(self) -> None:
-        import torch
-
-        torch.cuda.synchronize()
-
-    @property
-    def device_memory_bytes(self) -> int:
-        """Activation memory TensorRT allocates for the context (outside torch's allocator)."""
-        if self.engine is None:
-            return 0
-        size = getattr(self.engine, "device_memory_size_v2", None)  # 10.x and 11.x
-        return int(size if size is not None else getattr(self.engine, "device_memory_size", 0))
-
-    @property
-    def input_spec(self) -> dict[str, Any]:
-        shape = self.manifest.get("input", {}).get("shape") or [None, 3, None, None]
-        cfg = self.manifest.get("config") or {}
-        return {"img_size": shape[2], "in_chans": shape[1], "num_classes": cfg.get("num_classes"), "preprocess": self.manifest.get("preprocess")}
-
-    def close(self) -> None:
-        self.context = None
-        self.engine = None
+    The plan and manifest are already written: a cache that cannot be written is a note."""
+    try:
+        write_bytes_atomic(path, bytes(cache.serialize()))
+    except SwinedgeError as e:
+        warn(f"timing cache not saved: {e}")

@@ -21,7 +21,34 @@ from swinedge.errors import SwinedgeError
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it onto ``target``."""
-    target = Path(target)
+    with atomic_paths(target) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(*targets: str | os.PathLike[str]) -> Iterator[list[Path]]:
+    """Like :func:`atomic_path` for files that belong together (an artifact and its
+    manifest): temporary paths beside each target, renamed into place in the order given
+    once the block succeeds. If a rename fails, the targets already renamed are removed,
+    so the set is complete or absent."""
+    paths = [Path(t) for t in targets]
+    with contextlib.ExitStack() as stack:
+        temps = [stack.enter_context(_temp_beside(p)) for p in paths]
+        yield temps
+        done: list[Path] = []
+        for tmp, target in zip(temps, paths):
+            try:
+                os.replace(tmp, target)
+            except OSError as e:
+                for written in done:
+                    written.unlink(missing_ok=True)
+                raise SwinedgeError(f"cannot write {target}: {e.strerror or e}") from None
+            done.append(target)
+
+
+@contextlib.contextmanager
+def _temp_beside(target: Path) -> Iterator[Path]:
+    """A temporary file beside ``target`` (removed on exit unless renamed away)."""
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -41,12 +68,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
     except OSError as e:  # disk full, quota, permissions: nothing is left at the target
         raise SwinedgeError(f"cannot write {target}: {e.strerror or e}") from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        tmp_path.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:

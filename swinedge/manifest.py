@@ -10,6 +10,7 @@ not fit. The suffix is appended (``model.onnx.json``) rather than replaced so th
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import platform
 from importlib import metadata
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from swinedge.errors import SwinedgeError
-from swinedge.io import sha256_file, write_json_atomic
+from swinedge.io import atomic_paths, sha256_file, write_json_atomic
 
 MANIFEST_FORMAT = 1
 _TRACKED_PACKAGES = ("swinedge", "torch", "onnx", "onnxruntime", "nvidia-modelopt", "triton", "tensorrt", "timm")
@@ -38,13 +39,13 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def build_manifest(kind: str, artifact: str | Path, **fields: Any) -> dict[str, Any]:
+def build_manifest(kind: str, artifact: str | Path, *, sha256: str | None = None, **fields: Any) -> dict[str, Any]:
     artifact = Path(artifact)
     return {
         "format": MANIFEST_FORMAT,
         "kind": kind,
         "file": artifact.name,
-        "sha256": sha256_file(artifact),
+        "sha256": sha256 or sha256_file(artifact),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": tool_versions(),
         **fields,
@@ -55,6 +56,18 @@ def write_manifest(kind: str, artifact: str | Path, **fields: Any) -> dict[str, 
     """Hash ``artifact`` and write its manifest atomically; returns the manifest."""
     manifest = build_manifest(kind, artifact, **fields)
     write_json_atomic(manifest_path(artifact), manifest)
+    return manifest
+
+
+def write_artifact_with_manifest(kind: str, artifact: str | Path, data: bytes, **fields: Any) -> dict[str, Any]:
+    """Write ``data`` to ``artifact`` and its manifest as one unit: both or neither.
+
+    The manifest is renamed into place first: an interruption between the two renames
+    leaves a manifest whose hash names no file, never an artifact nobody describes."""
+    manifest = build_manifest(kind, artifact, sha256=hashlib.sha256(data).hexdigest(), **fields)
+    with atomic_paths(manifest_path(artifact), artifact) as (tmp_manifest, tmp_artifact):
+        tmp_artifact.write_bytes(data)
+        tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -9,7 +9,8 @@ from typing import Any, Callable
 from swinedge.data import ImageSet, Preprocess, load_image_set
 from swinedge.export import export_onnx
 from swinedge.quantize import QuantizeOptions, calibration_set_for, quantize_onnx
-from swinedge.runtime import OnnxRuntimeRunner, TorchRunner
+from swinedge.runners.ort_runner import OnnxRuntimeRunner
+from swinedge.runners.torch_runner import TorchRunner
 from swinedge.verify import DEFAULT_SET_SIZE, MAX_TOP1_DROP, MIN_COSINE, Comparison, check_thresholds, compare_logits, run_batches
 
 
@@ -173,7 +174,7 @@ def run_pipeline(
         for name, src, plugin in (("fp16-native", fp16, "off"), ("fp16-plugin", fp16, "auto"), ("int8-plugin", int8_trt, "auto")):
             say(f"building TensorRT engine {name}")
             r = build_engine(src, out_dir / f"{name}.plan", BuildOptions(max_batch=max(batches), opt_batch=max(batches), plugin=plugin))
-            engines.append({"name": name, "plan": str(r.plan), "plugin": r.plugin_used, "note": r.note, "seconds": r.seconds})
+            engines.append({"name": name, "plan": str(r.plan), "plugin": r.plugin_used, "note": r.note, "warnings": list(r.warnings), "seconds": r.seconds})
             artifacts.append(str(r.plan))
     say("benchmarking")
     report = benchmark_artifacts(artifacts, batches=batches, iters=iters, warmup=2, data=eval_data, reference=str(checkpoint), on_step=say)

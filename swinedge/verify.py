@@ -1,6 +1,6 @@
 """Accuracy of a candidate graph against a float reference on the same images.
 
-Comparison logic only; inference goes through :mod:`swinedge.runtime` runners.
+Comparison logic only; inference goes through :mod:`swinedge.runners`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from swinedge.data import ImageSet, Preprocess, load_image_set
 from swinedge.defaults import MAX_TOP1_DROP, MIN_COSINE
 from swinedge.errors import SwinedgeError
-from swinedge.runtime import Runner, open_runner
+from swinedge.runners import Runner, open_runner
 
 # The built-in photo set has 9 photos; verification draws this many (photos + seeded crops).
 DEFAULT_SET_SIZE = 64

@@ -14,7 +14,7 @@ from swinedge.bench import benchmark_artifacts, percentile, summarize, tile_batc
 from swinedge.cli import app
 from swinedge.export import export_onnx
 from swinedge.quantize import QuantizeOptions, quantize_onnx
-from swinedge.runtime import Runner
+from swinedge.runners import Runner
 
 NAME = "swin_micro_patch4_window4_64"
 runner = CliRunner()
@@ -115,7 +115,7 @@ def test_doctor_reports_this_machine() -> None:
     r = runner.invoke(app, ["doctor", "--json"])
     assert r.exit_code == 0
     checks = {c["name"]: c for c in json.loads(r.stdout)}
-    assert {"python", "torch", "cuda", "gpu", "tensorrt", "aot plugin", "modelopt", "triton", "onnxruntime"} <= set(checks)
+    assert {"python", "torch", "cuda", "gpu", "tensorrt", "fused plugin", "modelopt", "triton", "onnxruntime"} <= set(checks)
     assert (checks["cuda"]["status"] == "ok") == torch.cuda.is_available()
     trt_present = importlib.util.find_spec("tensorrt") is not None
     assert (checks["tensorrt"]["status"] == "ok") == trt_present

@@ -10,7 +10,18 @@ from typer.testing import CliRunner
 
 from cli_helpers import one_line_error
 from swinedge.cli import app
-from swinedge.engine import BuildOptions, TrtVersion, check_engine_fits, decide_plugin, gpu_identity, profile_shapes
+from swinedge.engine import (
+    BuildOptions,
+    PluginEnvironment,
+    TrtVersion,
+    attach_timing_cache,
+    check_engine_fits,
+    decide_plugin,
+    gpu_identity,
+    plugin_blockers,
+    plugin_graph,
+    profile_shapes,
+)
 from swinedge.errors import SwinedgeError
 from swinedge.export import export_onnx
 
@@ -39,19 +50,108 @@ def test_bad_version_string() -> None:
         TrtVersion.parse("unknown")
 
 
+def _env(version: str = "11.4.0", cc: int = 90, triton: str | None = "3.9.0", quick_aot: bool | None = None) -> PluginEnvironment:
+    v = TrtVersion.parse(version)
+    return PluginEnvironment(v, v.has_aot_plugins if quick_aot is None else quick_aot, cc, triton)
+
+
 def test_plugin_decision() -> None:
-    orin, dc = TrtVersion.parse("10.3.0"), TrtVersion.parse("11.4.0")
+    assert plugin_blockers(_env()) == []
+    use, note = decide_plugin("auto", [], graph_has_plugin=False)
+    assert use and "plugin" in note
+    orin = plugin_blockers(_env("10.3.0", cc=87))
     use, note = decide_plugin("auto", orin, graph_has_plugin=False)
     assert not use and "10.3" in note and "native" in note
-    use, note = decide_plugin("auto", dc, graph_has_plugin=False)
-    assert use and "plugin" in note
-    assert decide_plugin("off", dc, graph_has_plugin=False)[0] is False
+    assert decide_plugin("off", [], graph_has_plugin=False)[0] is False
     with pytest.raises(SwinedgeError, match="needs >= 10.9"):
         decide_plugin("on", orin, graph_has_plugin=False)
-    with pytest.raises(SwinedgeError, match="needs >= 10.9"):
+    with pytest.raises(SwinedgeError, match="graph has plugin nodes, but TensorRT 10.3.0"):
         decide_plugin("auto", orin, graph_has_plugin=True)
     with pytest.raises(SwinedgeError, match="graph has plugin nodes"):
-        decide_plugin("off", dc, graph_has_plugin=True)
+        decide_plugin("off", [], graph_has_plugin=True)
+
+
+@pytest.mark.parametrize(
+    "env,fragment",
+    [
+        (_env(cc=75), "not built for sm_75"),  # Turing
+        (_env(cc=103), "not built for sm_103"),  # B300
+        (_env(cc=110), "not built for sm_110"),  # Jetson Thor
+        (_env(cc=121), "not built for sm_121"),  # DGX Spark
+        (_env(triton=None), "Triton is not installed"),
+        (_env(triton="3.3.1"), "Triton 3.3.1 is older than 3.4"),
+        (_env(triton="3.2.0"), "Triton 3.2.0 is older than 3.4"),
+        (_env("10.8.0"), "TensorRT 10.8.0 has no AOT"),
+        (_env("10.9.0", quick_aot=False), "TensorRT 10.9.0 has no AOT"),  # bindings without tensorrt.plugin's AOT path
+    ],
+)
+def test_what_blocks_the_plugin(env: PluginEnvironment, fragment: str) -> None:
+    blockers = plugin_blockers(env)
+    assert blockers and fragment in blockers[0]
+    use, note = decide_plugin("auto", blockers, graph_has_plugin=False)
+    assert not use and note == f"native attention graph: {blockers[0]}" and "\n" not in note
+    with pytest.raises(SwinedgeError, match=r"^--plugin on, but .*: use --plugin auto or off$"):
+        decide_plugin("on", blockers, graph_has_plugin=False)
+
+
+def test_plugin_graph_needs_a_swinedge_graph(onnx_file: Path) -> None:
+    import onnx
+
+    from swinedge.export import onnx_info
+
+    proto = onnx.load(str(onnx_file))
+    info = onnx_info(onnx_file, proto)
+    graph, count, why_not = plugin_graph(proto, info)
+    assert why_not is None and count == 8 and graph is not proto
+    assert not any(n.domain == "swinedge" for n in proto.graph.node)  # the native graph is left as it was
+    assert plugin_graph(proto, {**info, "config": None})[2] == "the graph has no swinedge manifest (model config), so plugin nodes cannot be placed"
+    renamed = type(proto)()
+    renamed.CopyFrom(proto)
+    for n in renamed.graph.node:
+        n.name = n.name.replace("/attn/", "/attention/")
+    graph, count, why_not = plugin_graph(renamed, info)
+    assert graph is None and "no qkv/proj Linears" in why_not
+    wide = {**info, "config": {**info["config"], "window_size": 20, "img_size": 80}}  # 400-token windows
+    assert "at most 256 tokens" in plugin_graph(proto, wide)[2]
+
+
+class _Config:
+    """Stands in for IBuilderConfig's timing-cache calls only: tests swinedge's handling
+    of TensorRT's documented answers (set_timing_cache -> False for a foreign cache)."""
+
+    def __init__(self, accepts: bool = True):
+        self.accepts = accepts
+        self.attached = None
+
+    def create_timing_cache(self, data: bytes):
+        if data.startswith(b"garbage"):
+            raise RuntimeError("deserialization failed")
+        return ("cache", data)
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False
+        ok = self.accepts or cache[1] == b""
+        if ok:
+            self.attached = cache
+        return ok
+
+
+def test_timing_cache_from_another_gpu_starts_fresh(tmp_path: Path) -> None:
+    path = tmp_path / "t.cache"
+    assert attach_timing_cache(_Config(), None) == (None, None)
+    cache, note = attach_timing_cache(_Config(), path)  # no file yet: fresh, nothing to say
+    assert cache == ("cache", b"") and note is None
+    path.write_bytes(b"cache-from-this-gpu")
+    config = _Config()
+    cache, note = attach_timing_cache(config, path)
+    assert cache == ("cache", b"cache-from-this-gpu") and note is None and config.attached is cache
+    config = _Config(accepts=False)  # TensorRT: made on another device / CUDA / TensorRT
+    cache, note = attach_timing_cache(config, path)
+    assert cache == ("cache", b"") and config.attached is cache and "does not fit this GPU or TensorRT" in note
+    path.write_bytes(b"garbage")
+    cache, note = attach_timing_cache(_Config(), path)
+    assert cache == ("cache", b"") and "starting a fresh one" in note
+    assert path.read_bytes() == b"garbage"  # never rewritten here: only after a successful build
 
 
 def test_profile_shapes() -> None:
@@ -143,10 +243,65 @@ def test_benchmark_missing_artifact(tmp_path: Path) -> None:
 
 
 def test_runner_for_engine_without_tensorrt(tmp_path: Path) -> None:
-    from swinedge.runtime import open_runner
+    from swinedge.runners import open_runner
 
     plan = tmp_path / "x.plan"
     plan.write_bytes(b"not an engine")
     runner_ = open_runner(plan)
     with pytest.raises(SwinedgeError):
         runner_.load()  # no manifest / no TensorRT / no GPU: each is a one-line error
+
+
+def test_plan_and_manifest_are_written_together(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+    import os
+
+    from swinedge.manifest import manifest_path, read_manifest, write_artifact_with_manifest
+
+    plan = tmp_path / "engines" / "m.plan"
+    m = write_artifact_with_manifest("tensorrt-engine", plan, b"PLAN", profile={"min": [1]})
+    assert plan.read_bytes() == b"PLAN" and read_manifest(plan) == m
+    assert m["file"] == "m.plan" and m["sha256"] == hashlib.sha256(b"PLAN").hexdigest()
+    # The second rename fails: the first (the manifest) is taken back, no temp is left.
+    real = os.replace
+    calls = []
+
+    def failing_replace(src, dst):
+        calls.append(Path(dst).name)
+        if Path(dst).suffix == ".plan":
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    other = tmp_path / "engines" / "n.plan"
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(SwinedgeError, match="cannot write .*n.plan: No space left on device"):
+        write_artifact_with_manifest("tensorrt-engine", other, b"PLAN")
+    monkeypatch.setattr(os, "replace", real)
+    assert calls == ["n.plan.json", "n.plan"]  # manifest first: never a plan nobody describes
+    assert not other.exists() and not manifest_path(other).exists()
+    assert sorted(p.name for p in plan.parent.iterdir()) == ["m.plan", "m.plan.json"]
+
+
+def test_runner_refuses_a_plan_that_is_not_the_one_its_manifest_describes(tmp_path: Path) -> None:
+    from swinedge.manifest import write_artifact_with_manifest
+    from swinedge.runners.trt_runner import TensorRTRunner
+
+    plan = tmp_path / "m.plan"
+    write_artifact_with_manifest("tensorrt-engine", plan, b"PLAN")
+    plan.write_bytes(b"PLAN, half copied")
+    with pytest.raises(SwinedgeError, match="does not match its manifest .*rebuild it with swinedge build-engine"):
+        TensorRTRunner(plan).load()
+
+
+def test_runner_module_does_not_import_the_plugin() -> None:
+    """AOT plans carry their kernel: loading one needs none of swinedge.plugin (checked
+    here on the source; the tensorrt-marked test loads a real plugin plan in a fresh process)."""
+    import ast
+
+    import swinedge.runners.trt_runner as mod
+
+    tree = ast.parse(Path(mod.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert not any(name and name.startswith("swinedge.plugin") for name in imported)

@@ -143,3 +143,96 @@ def test_substitution_in_fp16_graph_types(graphs, tmp_path: Path) -> None:
     for node in plugin_nodes(proto):
         assert inits[node.input[1]].data_type == onnx.TensorProto.FLOAT  # bias: fp32, as the kernel reads it
         assert inits[node.input[2]].data_type == onnx.TensorProto.FLOAT16  # pad: the qkv dtype
+
+
+@pytest.fixture(scope="module")
+def quantized(graphs, tmp_path_factory) -> dict[str, Path]:
+    from swinedge.quantize import QuantizeOptions, quantize_onnx
+
+    native, _ = graphs
+    d = tmp_path_factory.mktemp("quantized")
+    opts = {
+        "fp16": QuantizeOptions(precision="fp16", calib_size=4),
+        "int8": QuantizeOptions(calib_size=8, method="max"),
+        "fp8": QuantizeOptions(precision="fp8", calib_size=8, method="max"),
+        "int8-fp32": QuantizeOptions(calib_size=8, method="max", high_precision_dtype="fp32"),
+    }
+    return {k: quantize_onnx(native, d / f"{k}.onnx", o).onnx_path for k, o in opts.items()}
+
+
+QKV_TYPE = {"fp16": onnx.TensorProto.FLOAT16, "int8": onnx.TensorProto.FLOAT16, "fp8": onnx.TensorProto.FLOAT16, "int8-fp32": onnx.TensorProto.FLOAT}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", list(QKV_TYPE))
+def test_plugin_output_has_the_type_of_the_tensor_it_replaced(quantized, precision: str, tmp_path: Path) -> None:
+    from swinedge.ops.onnx_plugin import tensor_types
+
+    path = quantized[precision]
+    before = tensor_types(onnx.load(str(path)))
+    _, proto, count = _substituted(path, tmp_path)
+    inits = {i.name: i for i in proto.graph.initializer}
+    assert count == 8
+    for node in plugin_nodes(proto):
+        qkv, bias, pad = node.input
+        assert before[qkv] == QKV_TYPE[precision]
+        assert inits[bias].data_type == onnx.TensorProto.FLOAT and inits[pad].data_type == QKV_TYPE[precision]
+        assert before[node.output[0]] == QKV_TYPE[precision]  # the plugin writes qkv's dtype, the type that tensor had
+    if precision.startswith("int8"):  # Q/DQ around the GEMMs are untouched
+        assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) == sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+
+
+def test_substitution_restores_another_output_type_with_a_cast(graphs, tmp_path: Path) -> None:
+    """A core whose last op runs in FLOAT while qkv is FLOAT16 (as a graph that kept the
+    attention in FP32 would): the plugin writes FLOAT16 and a Cast restores FLOAT."""
+    from swinedge.models import MODEL_SPECS
+    from swinedge.ops.onnx_plugin import substitute_plugin_nodes, tensor_types
+    from swinedge.quantize import QuantizeOptions, quantize_onnx
+
+    native, _ = graphs
+    fp16 = quantize_onnx(native, tmp_path / "h.onnx", QuantizeOptions(precision="fp16", calib_size=2)).onnx_path
+    proto = onnx.load(str(fp16))
+    prefix = "/layers/layers.0/blocks/blocks.0/attn/"
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    proj = next(n for n in proto.graph.node if n.name == prefix + "proj/MatMul")
+    core_out = proj.input[0]
+    while producer[core_out].op_type in ("Cast", "QuantizeLinear", "DequantizeLinear"):
+        core_out = producer[core_out].input[0]
+    last = producer[core_out]  # the core's last op: make it compute in FLOAT
+    last.input[0], cast_in = last.input[0] + "_f32", last.input[0]
+    consumers = [n for n in proto.graph.node if core_out in n.input]
+    for n in consumers:
+        n.input[list(n.input).index(core_out)] = core_out + "_f16"
+    proto.graph.node.extend([
+        onnx.helper.make_node("Cast", [cast_in], [last.input[0]], name=prefix + "test/Cast_in", to=onnx.TensorProto.FLOAT),
+        onnx.helper.make_node("Cast", [core_out], [core_out + "_f16"], name=prefix + "test/Cast_out", to=onnx.TensorProto.FLOAT16),
+    ])  # fmt: skip
+    stale = [vi for vi in proto.graph.value_info if vi.name == core_out]  # its type changed
+    for vi in stale:
+        proto.graph.value_info.remove(vi)
+    sorted_nodes = _topological(proto)
+    del proto.graph.node[:]
+    proto.graph.node.extend(sorted_nodes)
+    assert tensor_types(proto)[core_out] == onnx.TensorProto.FLOAT
+    sub, count = substitute_plugin_nodes(proto, MODEL_SPECS[NAME].config)
+    onnx.checker.check_model(sub)
+    assert count == 8
+    node = next(n for n in plugin_nodes(sub) if n.name.startswith(prefix))
+    cast = next(n for n in sub.graph.node if list(n.input) == [node.output[0]])
+    assert node.output[0] != core_out and cast.op_type == "Cast" and list(cast.output) == [core_out]
+    assert onnx.helper.get_attribute_value(cast.attribute[0]) == onnx.TensorProto.FLOAT
+    after = tensor_types(sub)
+    assert after[node.output[0]] == onnx.TensorProto.FLOAT16 and after[core_out] == onnx.TensorProto.FLOAT
+
+
+def _topological(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
+    ready = {i.name for i in proto.graph.input} | {i.name for i in proto.graph.initializer} | {""}
+    pending, ordered = list(proto.graph.node), []
+    while pending:
+        progress = [n for n in pending if all(x in ready for x in n.input)]
+        assert progress, "graph has a cycle"
+        for n in progress:
+            ordered.append(n)
+            ready.update(n.output)
+        pending = [n for n in pending if n not in progress]
+    return ordered

@@ -129,7 +129,7 @@ def test_cli_bad_input(fp32: Path, tmp_path: Path) -> None:
 
 
 def test_fp8_graph_runs_on_cpu(fp32: Path, tmp_path: Path) -> None:
-    from swinedge.runtime import OnnxRuntimeRunner
+    from swinedge.runners.ort_runner import OnnxRuntimeRunner
 
     out = tmp_path / "m.fp8.onnx"
     quantize_onnx(fp32, out, QuantizeOptions(precision="fp8", calib_size=8, method="max", high_precision_dtype="fp32"))

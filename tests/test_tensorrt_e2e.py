@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from swinedge.data import Preprocess, load_image_set
-from swinedge.engine import BuildOptions, TensorRTRunner, build_engine
+from swinedge.engine import BuildOptions, build_engine
 from swinedge.export import export_onnx
 from swinedge.quantize import QuantizeOptions, quantize_onnx
-from swinedge.runtime import TorchRunner
+from swinedge.runners.torch_runner import TorchRunner
+from swinedge.runners.trt_runner import TensorRTRunner
 from swinedge.verify import compare_logits, run_batches
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu, pytest.mark.slow]
@@ -71,3 +72,35 @@ def test_digits_fp16_engine_cosine(digits, plugin: str, tmp_path: Path) -> None:
     with TensorRTRunner(r.plan) as eng:
         c = compare_logits(digits["reference"], run_batches(eng, digits["test"].images, 64))
     assert c.cosine_mean >= 0.9999
+
+
+def test_plugin_plan_loads_without_the_plugin_module(swin_t_graphs, tmp_path: Path) -> None:
+    """An AOT plugin plan carries its PTX: a fresh process runs it without ever importing
+    swinedge.plugin (nor tensorrt.plugin)."""
+    import json
+    import subprocess
+    import sys
+
+    r = build_engine(swin_t_graphs["fp16"], tmp_path / "t.plan", BuildOptions(max_batch=2, opt_batch=2, plugin="on"))
+    assert r.plugin_used
+    code = (
+        "import sys, json, numpy as np\n"
+        "from swinedge.runners.trt_runner import TensorRTRunner\n"
+        f"with TensorRTRunner({str(r.plan)!r}) as eng:\n"
+        "    y = eng.infer(np.zeros((2, 3, 224, 224), np.float32))\n"
+        "print(json.dumps({'shape': list(y.shape), 'finite': bool(np.isfinite(y).all()),\n"
+        "  'plugin_modules': sorted(m for m in sys.modules if m.startswith(('swinedge.plugin', 'tensorrt.plugin')))}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"shape": [2, 1000], "finite": True, "plugin_modules": []}
+
+
+def test_runner_owns_a_stream(swin_t_graphs, tmp_path: Path) -> None:
+    import torch
+
+    r = build_engine(swin_t_graphs["fp16"], tmp_path / "t.plan", BuildOptions(max_batch=2, opt_batch=2, plugin="off"))
+    with TensorRTRunner(r.plan) as eng:
+        assert eng.stream is not None and eng.stream.cuda_stream != torch.cuda.default_stream().cuda_stream
+        eng.infer(np.zeros((2, 3, 224, 224), np.float32))

@@ -22,7 +22,8 @@ import torch
 from swinedge.bench import time_runner
 from swinedge.export import export_onnx
 from swinedge.quantize import QuantizeOptions, quantize_onnx
-from swinedge.runtime import OnnxRuntimeRunner, TorchRunner
+from swinedge.runners.ort_runner import OnnxRuntimeRunner
+from swinedge.runners.torch_runner import TorchRunner
 
 
 def main() -> None:

@@ -33,11 +33,17 @@ from swinedge.ops.triton_kernel import check_geometry, constexprs, kernel, launc
 from swinedge.ops.window_attention import WindowGeometry
 
 KERNEL_ARGS = ("qkv", "bias", "pad_qkv", "out")
+# The GPUs the kernel is compiled and tested for. Others (sm_75, sm_103, Thor, sm_121 ...)
+# get the native attention graph: see ``swinedge.engine.plugin_blockers``.
 SUPPORTED_CC = (80, 86, 87, 89, 90, 100, 120)
+# Triton >= 3.4: ``ASTSource(constexprs=...)`` and ``triton.knobs``.
+MIN_TRITON = (3, 4)
 # PTX ISA 8.0 loads on every CUDA 12.0+ driver (Jetson Orin's JetPack 6 included). Left
 # alone, Triton picks the ISA of whatever ptxas it finds, which can need a newer driver
-# than the deployment target has.
+# than the deployment target has. Blackwell targets need newer ISAs, and LLVM aborts the
+# whole process (no Python exception) when asked for less, so the floor is checked here.
 DEFAULT_PTX_VERSION = 80
+MIN_PTX_VERSION = {100: 86, 120: 87}  # sm_100a: 8.6, sm_120a: 8.7 (LLVM's own minimums)
 # Dynamic shared memory a kernel may use without cudaFuncSetAttribute opt-in.
 MAX_SHARED_MEM = 48 * 1024
 _DTYPES = {"float16": "fp16", "float32": "fp32", "bfloat16": "bf16"}
@@ -76,6 +82,58 @@ def entry_params(ptx: str, name: str) -> list[str]:
     return [p.strip() for p in m.group(1).split(",") if p.strip()]
 
 
+def plugin_io_error(qkv: str, bias: str, pad_qkv: str, out: str) -> str | None:
+    """What is wrong with the plugin's I/O dtypes, or None: qkv float16/float32/bfloat16,
+    bias float32 (the kernel reads it as such), pad and output the dtype of qkv."""
+    if qkv not in _DTYPES:
+        return f"qkv must be {', '.join(_DTYPES)}, got {qkv}"
+    if bias != "float32":
+        return f"bias must be float32, got {bias}"
+    if pad_qkv != qkv:
+        return f"pad_qkv must have the dtype of qkv ({qkv}), got {pad_qkv}"
+    if out != qkv:
+        return f"the output must have the dtype of qkv ({qkv}), got {out}"
+    return None
+
+
+def ptx_version_for(compute_capability: int, requested: int | None = None) -> int:
+    """The PTX ISA to emit for a target: ``requested`` or the lowest the target accepts."""
+    floor = max(DEFAULT_PTX_VERSION, MIN_PTX_VERSION.get(compute_capability, 0))
+    if requested is None:
+        return floor
+    if requested < floor:
+        raise SwinedgeError(
+            f"PTX ISA {requested / 10:.1f} cannot target sm_{compute_capability}: it needs at least {floor / 10:.1f}"
+        )
+    return requested
+
+
+def triton_version_ok(version: str | None) -> bool:
+    """Whether a Triton version string is new enough for the AOT compile."""
+    m = re.match(r"^(\d+)\.(\d+)", version or "")
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_TRITON
+
+
+def entry_name(geometry: WindowGeometry, dtype: str, compute_capability: int) -> str:
+    """A PTX entry name unique to geometry, dtype and architecture.
+
+    TensorRT keys loaded AOT kernels by name in ways it does not document; every plugin
+    layer of another shape must therefore never share one name with different PTX."""
+    g = geometry
+    return (
+        f"swinedge_window_attention_{_DTYPES[dtype]}_sm{compute_capability}"
+        f"_{g.height}x{g.width}_w{g.window}_s{g.shift}_h{g.num_heads}_d{g.head_dim}"
+    )
+
+
+def rename_entry(ptx: str, old: str, new: str) -> str:
+    """Rename a PTX entry and its parameter symbols (``old_param_N``), whole tokens only."""
+    pattern = re.compile(rf"(?<![\w$]){re.escape(old)}(?=(_param_\d+)?(?![\w$]))")
+    renamed = pattern.sub(new, ptx)
+    entry_params(renamed, new)  # raises if the entry is gone
+    return renamed
+
+
 def strip_unused_params(ptx: str, name: str, keep: int) -> str:
     """Drop entry parameters after the first ``keep`` when the body never reads them."""
     params = entry_params(ptx, name)
@@ -100,9 +158,11 @@ def compile_window_attention(
     compute_capability: int = 90,
     dtype: str = "float16",
     has_pad: bool | None = None,
-    ptx_version: int = DEFAULT_PTX_VERSION,
+    ptx_version: int | None = None,
 ) -> AotKernel:
-    """Compile the kernel for one geometry, dtype and GPU architecture to PTX."""
+    """Compile the kernel for one geometry, dtype and GPU architecture to PTX.
+
+    ``ptx_version`` None: the lowest ISA the target accepts (8.0 up to sm_90)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -112,6 +172,10 @@ def compile_window_attention(
         raise SwinedgeError(f"dtype must be one of {', '.join(_DTYPES)}, got '{dtype}'")
     if compute_capability not in SUPPORTED_CC:
         raise SwinedgeError(f"compute capability {compute_capability} is not one of {', '.join(map(str, SUPPORTED_CC))}")
+    if not triton_version_ok(triton.__version__):
+        need = ".".join(map(str, MIN_TRITON))
+        raise SwinedgeError(f"the plugin kernel needs Triton >= {need}, this is {triton.__version__}: pip install 'triton>={need}'")
+    ptx_version = ptx_version_for(compute_capability, ptx_version)
     g = geometry
     if has_pad is None:
         has_pad = g.padded_height != g.height or g.padded_width != g.width
@@ -132,9 +196,10 @@ def compile_window_attention(
             raise SwinedgeError(f"compiled kernel needs {scratch}={getattr(md, scratch)}: TensorRT cannot provide it")
     if md.shared > MAX_SHARED_MEM:
         raise SwinedgeError(f"kernel for {g} needs {md.shared} bytes of shared memory, over the {MAX_SHARED_MEM} a plugin launch gets")
-    ptx = strip_unused_params(compiled.asm["ptx"], md.name, keep=len(KERNEL_ARGS))
+    name = entry_name(g, dtype, compute_capability)
+    ptx = rename_entry(strip_unused_params(compiled.asm["ptx"], md.name, keep=len(KERNEL_ARGS)), md.name, name)
     return AotKernel(
-        name=md.name,
+        name=name,
         ptx=ptx,
         compute_capability=compute_capability,
         dtype=dtype,
@@ -171,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shift", type=int, default=0)
     ap.add_argument("--heads", type=int, required=True)
     ap.add_argument("--head-dim", type=int, default=32)
-    ap.add_argument("--ptx-version", type=int, default=DEFAULT_PTX_VERSION, help="PTX ISA, e.g. 80 = 8.0 (CUDA 12.0+ drivers)")
+    ap.add_argument("--ptx-version", type=int, default=None, help="PTX ISA, e.g. 80 = 8.0 (CUDA 12.0+ drivers); default: the lowest the target accepts")
     ap.add_argument("--with-ptx", action="store_true", help="include the PTX text in the JSON")
     ap.add_argument("--out", help="write the PTX here")
     a = ap.parse_args(argv)

@@ -149,18 +149,24 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
     everything between the qkv Linear's output and the tensor that feeds the proj Linear
     (through its Q/DQ or Cast, which stay): found by walking the graph, since inserted
     nodes carry the block's name prefix too. Returns (graph, nodes substituted).
+
+    Types follow the plugin's rules (:func:`swinedge.ops.aot.plugin_io_error`): the
+    bias is float32, pad_qkv has the dtype of qkv, and the output has the dtype of qkv;
+    where the replaced tensor had another dtype, a Cast restores it, so every consumer
+    sees the type it had before.
     """
     from onnx import numpy_helper
 
     from swinedge.errors import SwinedgeError
 
+    types = tensor_types(proto)
     graph = proto.graph
     producer = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
     by_name = {n.name: n for n in graph.node}
     replaced = 0
     remove: set[int] = set()
-    new_nodes: dict[int, onnx.NodeProto] = {}  # insert position (index of core output's producer) -> node
+    new_nodes: dict[int, list[onnx.NodeProto]] = {}  # insert position (index of the core's last node) -> nodes
     for i, stage in enumerate(config.stage_geometries()):
         for j, g in enumerate(stage):
             prefix = f"/layers/layers.{i}/blocks/blocks.{j}/attn/"
@@ -202,15 +208,23 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
             bias = numpy_helper.to_array(bias_init).astype(np.float32).reshape(g.num_heads, g.tokens_per_window, g.tokens_per_window)
             bias_name = f"{prefix}plugin_bias"
             graph.initializer.append(numpy_helper.from_array(bias, bias_name))
+            qkv_type = types.get(qkv_out)
+            if qkv_type not in _PLUGIN_TYPES:
+                name = onnx.TensorProto.DataType.Name(qkv_type) if qkv_type else "unknown"
+                raise SwinedgeError(f"block {i}.{j}: the qkv projection is {name}; the plugin takes FLOAT, FLOAT16 or BFLOAT16")
+            out_type = types.get(core_out, qkv_type)
+            np_dtype = _np_dtype(qkv_type)
             pad_name = next((x for x in qkv_node.input if x in inits), None) if qkv_node.op_type == "Add" else None
-            if pad_name is None:
-                dtype = onnx.helper.tensor_dtype_to_np_dtype(_elem_type(proto, qkv_out) or onnx.TensorProto.FLOAT)
+            if pad_name is None or inits[pad_name].data_type != qkv_type:
+                # No qkv bias (zeros), or one of another dtype: a pad of qkv's dtype.
+                pad = numpy_helper.to_array(inits[pad_name]).astype(np.float32) if pad_name else np.zeros(3 * g.dim, np.float32)
                 pad_name = f"{prefix}plugin_pad_qkv"
-                graph.initializer.append(numpy_helper.from_array(np.zeros(3 * g.dim, dtype), pad_name))
+                graph.initializer.append(_initializer(pad, np_dtype, qkv_type, pad_name))
+            plugin_out = core_out if out_type == qkv_type else f"{prefix}{PLUGIN_NAME}_output"
             node = onnx.helper.make_node(
                 PLUGIN_NAME,
                 [qkv_out, bias_name, pad_name],
-                [core_out],
+                [plugin_out],
                 name=f"{prefix}{PLUGIN_NAME}",
                 domain=PLUGIN_DOMAIN,
                 plugin_namespace=PLUGIN_NAMESPACE,
@@ -221,15 +235,20 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
                 num_heads=g.num_heads,
                 head_dim=g.head_dim,
             )
+            added = [node]
+            if plugin_out != core_out:
+                added.append(onnx.helper.make_node("Cast", [plugin_out], [core_out], name=f"{prefix}{PLUGIN_NAME}_cast", to=out_type))
+            if plugin_out != core_out:
+                graph.value_info.append(onnx.helper.make_tensor_value_info(plugin_out, qkv_type, None))
             ids = {id(n) for n in region}
             positions = [k for k, n in enumerate(graph.node) if id(n) in ids]
             remove.update(positions)
-            new_nodes[max(positions)] = node
+            new_nodes[max(positions)] = added
             replaced += 1
     kept = []
     for k, n in enumerate(graph.node):
         if k in new_nodes:
-            kept.append(new_nodes[k])
+            kept.extend(new_nodes[k])
         elif k not in remove:
             kept.append(n)
     del graph.node[:]
@@ -238,11 +257,30 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
     return remove_dead_nodes(proto), replaced
 
 
-def _elem_type(proto: onnx.ModelProto, tensor: str) -> int | None:
-    for vi in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
-        if vi.name == tensor:
-            return vi.type.tensor_type.elem_type
-    return None
+_PLUGIN_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def tensor_types(proto: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor of a graph (ONNX type inference on a copy)."""
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    g = inferred.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output] if vi.type.tensor_type.elem_type}
+    types.update({i.name: i.data_type for i in g.initializer})
+    return types
+
+
+def _np_dtype(elem_type: int):
+    if elem_type == onnx.TensorProto.BFLOAT16:
+        return None  # numpy has none: written through onnx's helper
+    return onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+
+
+def _initializer(values: np.ndarray, np_dtype, elem_type: int, name: str) -> onnx.TensorProto:
+    from onnx import numpy_helper
+
+    if np_dtype is None:
+        return onnx.helper.make_tensor(name, elem_type, values.shape, values.astype(np.float32).tolist())
+    return numpy_helper.from_array(values.astype(np_dtype), name)
 
 
 def remove_dead_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:

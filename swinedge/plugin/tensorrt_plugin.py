@@ -3,32 +3,59 @@
 Importing this module registers the plugin with TensorRT's ``tensorrt.plugin``. The AOT
 implementation compiles the Triton kernel to PTX for the build GPU's architecture and the
 tensor dtype TensorRT picked; the serialized engine embeds that PTX and runs in any
-TensorRT runtime (trtexec, C++) without Python.
+TensorRT runtime (trtexec, C++) without Python: loading a plan never imports this module.
 
-Thin on purpose: shapes, launch dimensions and PTX come from plain functions
-(:mod:`swinedge.ops.aot`) that are tested without TensorRT.
+Thin on purpose: shapes, launch dimensions, dtype rules and PTX come from plain
+functions (:mod:`swinedge.ops.aot`) tested without TensorRT, and this module itself is
+exercised against NVIDIA's own ``tensorrt.plugin`` package of every TensorRT version in
+``swinedge.engine.CONTRACT_VERSIONS`` (``tests/test_trt_contract.py``).
+
+Two rules NVIDIA's code imposes here (see ``../shared/notes``):
+
+- no ``from __future__ import annotations``: NVIDIA's validators test the annotation
+  objects themselves (``issubclass``), so they must not be strings;
+- integer attributes are annotated ``npt.NDArray[np.int32]``: the ONNX parser hands
+  them over as length-1 int32 fields, and TensorRT 10.9-11.1 convert ``int``-annotated
+  attributes with ``int(array)``, which NumPy >= 2.4 refuses.
 """
 
-from __future__ import annotations
+from typing import Optional, Tuple, Union
 
-from typing import Tuple, Union
-
+import numpy as np
+import numpy.typing as npt
 import tensorrt as trt
 import tensorrt.plugin as trtp
 
-from swinedge.ops.aot import compile_window_attention
+from swinedge.ops.aot import compile_window_attention, plugin_io_error
 from swinedge.ops.onnx_plugin import PLUGIN_NAME, PLUGIN_NAMESPACE
 from swinedge.ops.window_attention import WindowGeometry
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{PLUGIN_NAME}"
 _TRT_TO_DTYPE = {trt.float16: "float16", trt.float32: "float32", trt.bfloat16: "bfloat16"}
+_TARGET_CC: Optional[int] = None
+
+
+def set_compute_capability(compute_capability: Optional[int]) -> None:
+    """The architecture ``aot_impl`` compiles for (the build GPU's); None: ask torch."""
+    global _TARGET_CC
+    _TARGET_CC = compute_capability
 
 
 def _compute_capability() -> int:
+    if _TARGET_CC is not None:
+        return _TARGET_CC
     import torch
 
     major, minor = torch.cuda.get_device_capability()
     return major * 10 + minor
+
+
+def _dtype_name(dtype: "trt.DataType") -> str:
+    return _TRT_TO_DTYPE.get(dtype, str(dtype).rsplit(".", 1)[-1].lower())
+
+
+def _scalar(attr: npt.NDArray[np.int32]) -> int:
+    return int(np.asarray(attr).reshape(-1)[0])
 
 
 @trtp.register(PLUGIN_ID)
@@ -36,36 +63,43 @@ def _window_attention_desc(
     qkv: trtp.TensorDesc,
     bias: trtp.TensorDesc,
     pad_qkv: trtp.TensorDesc,
-    height: int,
-    width: int,
-    window: int,
-    shift: int,
-    num_heads: int,
-    head_dim: int,
+    height: npt.NDArray[np.int32],
+    width: npt.NDArray[np.int32],
+    window: npt.NDArray[np.int32],
+    shift: npt.NDArray[np.int32],
+    num_heads: npt.NDArray[np.int32],
+    head_dim: npt.NDArray[np.int32],
 ) -> trtp.TensorDesc:
     # [B, H*W, 3C] -> [B, H*W, C], same dtype as qkv.
-    return trtp.from_shape_expr((qkv.shape_expr[0], height * width, num_heads * head_dim), dtype=qkv.dtype)
+    tokens = _scalar(height) * _scalar(width)
+    channels = _scalar(num_heads) * _scalar(head_dim)
+    return trtp.from_shape_expr((qkv.shape_expr[0], tokens, channels), dtype=qkv.dtype)
 
 
+# NVIDIA's AOT path passes every registered attribute positionally, in the order above:
+# all six are declared here too, in that order.
 @trtp.aot_impl(PLUGIN_ID)
 def _window_attention_aot(
     qkv: trtp.TensorDesc,
     bias: trtp.TensorDesc,
     pad_qkv: trtp.TensorDesc,
-    height: int,
-    width: int,
-    window: int,
-    shift: int,
-    num_heads: int,
-    head_dim: int,
+    height: npt.NDArray[np.int32],
+    width: npt.NDArray[np.int32],
+    window: npt.NDArray[np.int32],
+    shift: npt.NDArray[np.int32],
+    num_heads: npt.NDArray[np.int32],
+    head_dim: npt.NDArray[np.int32],
     outputs: Tuple[trtp.TensorDesc],
     tactic: int,
 ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
-    g = WindowGeometry(height, width, window, shift, num_heads, head_dim)
-    dtype = _TRT_TO_DTYPE.get(qkv.dtype)
-    if dtype is None:
-        raise ValueError(f"{PLUGIN_ID}: unsupported input dtype {qkv.dtype}")
-    kernel = compile_window_attention(g, compute_capability=_compute_capability(), dtype=dtype)
+    g = WindowGeometry(*(_scalar(a) for a in (height, width, window, shift, num_heads, head_dim)))
+    problem = plugin_io_error(
+        _dtype_name(qkv.dtype), _dtype_name(bias.dtype), _dtype_name(pad_qkv.dtype), _dtype_name(outputs[0].dtype)
+    )
+    if problem:
+        # Raised inside TensorRT's build: the message reaches the user through its log.
+        raise ValueError(f"{PLUGIN_ID} {g}: {problem}")
+    kernel = compile_window_attention(g, compute_capability=_compute_capability(), dtype=_dtype_name(qkv.dtype))
     launch = trtp.KernelLaunchParams()
     launch.grid_x = qkv.shape_expr[0] * kernel.grid_per_image
     launch.grid_y = kernel.grid_y

@@ -1,0 +1,43 @@
+"""The one runner interface every backend implements.
+
+A runner is loaded once, then ``infer(batch) -> logits`` on NCHW float32 numpy
+batches, then closed. Comparison and timing logic lives elsewhere (``verify``,
+``bench``) and only sees this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+
+class Runner(abc.ABC):
+    """load() -> infer(batch) -> close(); also a context manager."""
+
+    name: str = "runner"
+    device: str = "cpu"
+
+    @abc.abstractmethod
+    def load(self) -> "Runner": ...
+
+    @abc.abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None:  # noqa: B027 - optional for backends with nothing to free
+        pass
+
+    def synchronize(self) -> None:  # noqa: B027 - CPU backends are synchronous
+        pass
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        """``{"img_size", "in_chans", "num_classes", "preprocess"}`` where known."""
+        return {}
+
+    def __enter__(self) -> "Runner":
+        return self.load()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,80 @@
+"""ONNX Runtime backend: the reference runtime for exported, quantized and plugin graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swinedge.errors import SwinedgeError
+from swinedge.runners.base import Runner
+
+
+class OnnxRuntimeRunner(Runner):
+    """ONNX Runtime: CPU provider, or CUDA when asked and present. Runs plugin graphs on CPU."""
+
+    def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None):
+        self.path = Path(path)
+        self.device = device
+        self.threads = threads
+        self.session = None
+        self.manifest: dict[str, Any] = {}
+        self.name = "onnxruntime"
+
+    def load(self) -> "OnnxRuntimeRunner":
+        import onnxruntime as ort
+
+        from swinedge.export import load_onnx, onnx_info
+
+        proto = load_onnx(self.path)
+        self.manifest = onnx_info(self.path, proto)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if has_float8(proto):
+            # ONNX Runtime's extended optimizations fuse DQ+MatMul into MatMulIntegerToFloat,
+            # which has no float8 kernel; basic ones run FP8 Q/DQ graphs as they are.
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        has_plugin = any(n.domain == "swinedge" for n in proto.graph.node)
+        if has_plugin:
+            from swinedge.ops.onnx_plugin import register_ort_custom_ops
+
+            register_ort_custom_ops(opts)
+        providers = ["CPUExecutionProvider"]
+        if self.device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise SwinedgeError("onnxruntime has no CUDA provider here: install onnxruntime-gpu or use --device cpu")
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise SwinedgeError(f"onnxruntime cannot load {self.path}: {first[:200]}") from None
+        precision = self.manifest.get("precision", "unknown")
+        self.name = f"onnxruntime-{precision}" + ("-plugin" if has_plugin else "")
+        return self
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        assert self.session is not None, "call load() first"
+        inp = self.session.get_inputs()[0]
+        return np.asarray(self.session.run(None, {inp.name: np.ascontiguousarray(batch, dtype=np.float32)})[0], dtype=np.float32)
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        shape = self.manifest.get("input", {}).get("shape")
+        if not shape:
+            return {}
+        cfg = self.manifest.get("config") or {}
+        return {"img_size": int(shape[2]), "in_chans": int(shape[1]), "num_classes": cfg.get("num_classes"), "preprocess": self.manifest.get("preprocess")}
+
+    def close(self) -> None:
+        self.session = None
+
+
+def has_float8(proto) -> bool:
+    import onnx
+
+    fp8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E4M3FNUZ, onnx.TensorProto.FLOAT8E5M2, onnx.TensorProto.FLOAT8E5M2FNUZ}
+    return any(i.data_type in fp8 for i in proto.graph.initializer)

@@ -1,0 +1,116 @@
+"""TensorRT backend: runs a plan built by :func:`swinedge.engine.build_engine`.
+
+Buffers and the stream come from torch (no pycuda). The runner owns its stream: on the
+legacy default stream TensorRT warns and adds synchronizations. Loading a plan never
+imports ``swinedge.plugin``: the fused kernel is in the plan as AOT PTX, so a plan runs
+in any TensorRT runtime, this one included, without the plugin's Python.
+
+Input shapes are set only when the batch changes and output buffers are kept per
+batch: AOT plugin modules leak on every input-shape change in TensorRT 11.1/11.2.1
+(NVIDIA/TensorRT#4849), so a runner that calls ``infer`` with one batch size never
+triggers it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swinedge.engine import check_engine_fits, gpu_identity, require_tensorrt
+from swinedge.errors import SwinedgeError
+from swinedge.io import require_file, sha256_file
+from swinedge.manifest import read_manifest
+from swinedge.runners.base import Runner
+
+
+class TensorRTRunner(Runner):
+    """A TensorRT plan with its manifest."""
+
+    def __init__(self, plan: str | Path):
+        self.plan = Path(plan)
+        self.device = "cuda"
+        self.name = "tensorrt"
+        self.manifest: dict[str, Any] = {}
+        self.engine = None
+        self.context = None
+        self.stream = None
+        self._shape: tuple[int, ...] | None = None
+        self._outputs: dict[int, Any] = {}
+
+    def load(self) -> "TensorRTRunner":
+        require_file(self.plan, "engine")
+        self.manifest = read_manifest(self.plan, required=True) or {}
+        if self.manifest.get("sha256") and self.manifest["sha256"] != sha256_file(self.plan):
+            raise SwinedgeError(f"{self.plan} does not match its manifest (changed or half-copied): rebuild it with swinedge build-engine")
+        trt = require_tensorrt()
+        gpu, cc = gpu_identity()
+        check_engine_fits(self.manifest, gpu=gpu, compute_capability=cc, trt_version=trt.__version__, plan=str(self.plan))
+        import torch
+
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(self.plan.read_bytes())
+        if self.engine is None:
+            raise SwinedgeError(f"TensorRT could not deserialize {self.plan}: rebuild it with swinedge build-engine")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
+        self._in_dtype = dtypes[self.engine.get_tensor_dtype(self.input_name)]
+        self._out_dtype = dtypes[self.engine.get_tensor_dtype(self.output_name)]
+        precision = self.manifest.get("precision", "")
+        self.name = f"tensorrt-{precision}" + ("-plugin" if self.manifest.get("plugin", {}).get("used") else "")
+        return self
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        assert self.context is not None, "call load() first"
+        lo, hi = self.manifest["profile"]["min"][0], self.manifest["profile"]["max"][0]
+        if not lo <= len(batch) <= hi:
+            raise SwinedgeError(f"batch {len(batch)} is outside the engine's profile {lo}..{hi}: rebuild with --min-batch/--max-batch")
+        with torch.cuda.stream(self.stream):
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda", non_blocking=False).to(self._in_dtype)
+            shape = tuple(x.shape)
+            if shape != self._shape:
+                self.context.set_input_shape(self.input_name, shape)
+                self._shape = shape
+            y = self._outputs.get(shape[0])
+            if y is None:
+                out_shape = tuple(self.context.get_tensor_shape(self.output_name))
+                y = self._outputs[shape[0]] = torch.empty(out_shape, device="cuda", dtype=self._out_dtype)
+            self.context.set_tensor_address(self.input_name, x.data_ptr())
+            self.context.set_tensor_address(self.output_name, y.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise SwinedgeError("TensorRT execution failed")
+            result = y.float().cpu()
+        self.stream.synchronize()
+        return result.numpy()
+
+    def synchronize(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+
+    @property
+    def device_memory_bytes(self) -> int:
+        """Activation memory TensorRT allocates for the context (outside torch's allocator)."""
+        if self.engine is None:
+            return 0
+        size = getattr(self.engine, "device_memory_size_v2", None)  # 10.x and 11.x
+        return int(size if size is not None else getattr(self.engine, "device_memory_size", 0))
+
+    @property
+    def input_spec(self) -> dict[str, Any]:
+        shape = self.manifest.get("input", {}).get("shape") or [None, 3, None, None]
+        cfg = self.manifest.get("config") or {}
+        return {"img_size": shape[2], "in_chans": shape[1], "num_classes": cfg.get("num_classes"), "preprocess": self.manifest.get("preprocess")}
+
+    def close(self) -> None:
+        self.context = None
+        self.engine = None
+        self.stream = None
+        self._outputs.clear()
+        self._shape = None
