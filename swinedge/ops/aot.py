@@ -60,6 +60,7 @@ class AotKernel:
     grid_per_image: int  # grid_x = batch * grid_per_image
     grid_y: int  # heads
     block_x: int
+    programs_per_window_head: int = 1
 
     def launch_dims(self, batch: int) -> tuple[int, int, int, int, int, int, int]:
         """(grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_mem) for ``batch``."""
@@ -208,6 +209,7 @@ def compile_window_attention(
         grid_per_image=g.num_windows * cfg.query_blocks,
         grid_y=g.num_heads,
         block_x=md.num_warps * 32,
+        programs_per_window_head=cfg.query_blocks,
     )
 
 

@@ -147,6 +147,10 @@ class LaunchConfig:
     num_stages: int
     query_blocks: int
 
+    @property
+    def key_blocks(self) -> int:
+        return self.query_blocks * self.block_m // self.block_n
+
     def grid(self, g: WindowGeometry, batch: int) -> tuple[int, int, int]:
         return (batch * g.num_windows * self.query_blocks, g.num_heads, 1)
 
