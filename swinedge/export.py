@@ -102,6 +102,10 @@ def export_onnx(
                 custom_opsets={"swinedge": 1} if attention == "plugin" else None,
             )
         proto = remove_identity_nodes(onnx.load(str(tmp)))
+        if attention == "plugin":
+            from swinedge.ops.onnx_plugin import plugin_inputs_as_initializers
+
+            proto = plugin_inputs_as_initializers(proto)
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(proto)
         leftover = [node.op_type for node in proto.graph.node if node.op_type == "Shape"]

@@ -51,9 +51,9 @@ def test_compiles_for_every_advertised_architecture(cc: int, tmp_path: Path) -> 
     k = compile_in_subprocess(SWIN_T_STAGE1_SHIFTED, compute_capability=cc)  # a fresh process: LLVM aborts kill only it
     assert k["ptx_target"] == target
     assert k["ptx_isa"] == isa  # 8.0 loads on CUDA 12.0+ drivers (Jetson Orin's JetPack 6)
-    assert k["ptx_params"] == 4  # qkv, bias, pad_qkv, out: exactly what TensorRT passes
+    assert k["ptx_params"] == 4  # qkv, table, pad_qkv, out: exactly what TensorRT passes
     assert k["block_x"] == k["num_warps"] * 32
-    assert k["grid_per_image"] == 64 and k["grid_y"] == 3  # 8x8 windows, one 64-query block; 3 heads
+    assert k["grid_per_image"] == 64 * 3 and k["grid_y"] == 1  # 8x8 windows x 3 heads, one 64-query program each
     assert 0 < k["shared_mem"] <= 48 * 1024
     assert k["name"] == f"swinedge_window_attention_fp16_sm{cc}_56x56_w7_s3_h3_d32"
     assert f".visible .entry {k['name']}(" in k["ptx"]
@@ -94,7 +94,7 @@ def test_rename_entry_renames_the_entry_and_its_parameters_only() -> None:
         (("float16", "float32", "float16", "float16"), None),
         (("float32", "float32", "float32", "float32"), None),
         (("bfloat16", "float32", "bfloat16", "bfloat16"), None),
-        (("float16", "float16", "float16", "float16"), "bias must be float32, got float16"),
+        (("float16", "float16", "float16", "float16"), "table must be float32, got float16"),
         (("float16", "float32", "float32", "float16"), "pad_qkv must have the dtype of qkv (float16), got float32"),
         (("float16", "float32", "float16", "float32"), "the output must have the dtype of qkv (float16), got float32"),
         (("int8", "float32", "int8", "int8"), "qkv must be float16, float32, bfloat16, got int8"),

@@ -8,6 +8,7 @@ import torch
 
 from swinedge.errors import SwinedgeError
 from swinedge.models import SwinConfig, create_model
+from swinedge.ops.attention_table import attention_table, table_shape
 from swinedge.ops.window_attention import WindowGeometry, window_attention_reference
 
 triton = pytest.importorskip("triton")
@@ -28,6 +29,10 @@ def _inputs(g: WindowGeometry, batch: int, dtype=torch.float32, device="cpu", se
     return qkv.to(device, dtype), bias.to(device), pad.to(device, dtype)
 
 
+def _kernel(qkv, bias, pad, g):
+    return tk.window_attention_triton(qkv, attention_table(bias, g), pad, g)
+
+
 @needs_interpreter
 @pytest.mark.parametrize(
     "geometry,batch",
@@ -37,14 +42,15 @@ def _inputs(g: WindowGeometry, batch: int, dtype=torch.float32, device="cpu", se
         (WindowGeometry(10, 10, 7, 3, 1, 32), 2),  # padded 10 -> 14, shifted
         (WindowGeometry(9, 9, 4, 2, 2, 32), 1),  # padded 9 -> 12, shifted
         (WindowGeometry(16, 16, 8, 4, 1, 64), 1),  # window 8, head dim 64
-        (WindowGeometry(24, 24, 12, 6, 1, 32), 1),  # window 12 (N=144: three key blocks)
+        (WindowGeometry(24, 24, 12, 6, 1, 32), 1),  # window 12 (N=144: nine 16x16 tiles)
         (WindowGeometry(16, 16, 16, 0, 1, 64), 1),  # window 16 (N=256)
+        (WindowGeometry(10, 10, 7, 3, 1, 128), 1),  # head dim 128: 16-query programs, key loop
     ],
     ids=lambda v: str(v) if isinstance(v, int) else f"h{v.height}w{v.window}s{v.shift}d{v.head_dim}",
 )
 def test_interpreter_matches_reference(geometry: WindowGeometry, batch: int) -> None:
     qkv, bias, pad = _inputs(geometry, batch)
-    got = tk.window_attention_triton(qkv, bias, pad, geometry)
+    got = _kernel(qkv, bias, pad, geometry)
     expected = window_attention_reference(qkv, bias, pad, geometry)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
@@ -55,8 +61,40 @@ def test_interpreter_every_swin_t_stage(geometry: WindowGeometry) -> None:
     g = geometry  # real head counts (3, 6, 12, 24), batch 1 to keep CI fast
     qkv, bias, pad = _inputs(g, 1)
     torch.testing.assert_close(
-        tk.window_attention_triton(qkv, bias, pad, g), window_attention_reference(qkv, bias, pad, g), atol=1e-5, rtol=1e-5
+        _kernel(qkv, bias, pad, g), window_attention_reference(qkv, bias, pad, g), atol=1e-5, rtol=1e-5
     )
+
+
+# The kernel's fp16 error against a float64 reference, per geometry, before the score
+# table (git 9a1bb3d, same inputs, interpreter): the table must not make it worse.
+FP16_ERROR_BEFORE = {
+    WindowGeometry(14, 14, 7, 3, 2, 32): 7.763e-4,
+    WindowGeometry(10, 10, 7, 3, 1, 32): 5.613e-4,
+    WindowGeometry(24, 24, 12, 6, 1, 32): 5.258e-4,
+    WindowGeometry(8, 8, 4, 2, 2, 16): 8.899e-4,
+}
+
+
+@needs_interpreter
+@pytest.mark.parametrize("geometry", list(FP16_ERROR_BEFORE), ids=lambda g: f"h{g.height}w{g.window}s{g.shift}")
+def test_fp16_error_against_float64_is_no_worse_than_before(geometry: WindowGeometry) -> None:
+    qkv, bias, pad = _inputs(geometry, 2)
+    qkv, pad = qkv.half(), pad.half()
+    exact = window_attention_reference(qkv.double(), bias.double(), pad.double(), geometry)
+    error = (_kernel(qkv, bias, pad, geometry).double() - exact).abs().max().item()
+    assert error <= FP16_ERROR_BEFORE[geometry] * 1.001
+
+
+@needs_interpreter
+def test_misaligned_views_are_copied_before_the_vector_loads() -> None:
+    g = WindowGeometry(8, 8, 4, 2, 2, 16)
+    qkv, bias, pad = _inputs(g, 1)
+    storage = torch.cat([torch.zeros(1), qkv.reshape(-1)])  # one float in: 4-byte offset
+    view = storage[1:].reshape(qkv.shape)
+    assert view.data_ptr() % 16 != 0
+    copied = tk._aligned(view)
+    assert copied.data_ptr() % 16 == 0 and torch.equal(copied, view) and tk._aligned(qkv) is qkv
+    torch.testing.assert_close(_kernel(view, bias, pad, g), window_attention_reference(qkv, bias, pad, g), atol=1e-5, rtol=1e-5)
 
 
 @needs_interpreter
@@ -79,11 +117,11 @@ def test_torch_op_meta_and_cpu() -> None:
 
     g = WindowGeometry(8, 8, 4, 2, 2, 16)
     qkv, bias, pad = _inputs(g, 2)
-    out = window_attention_fused(qkv, bias, pad, g)
+    out = window_attention_fused(qkv, attention_table(bias, g), pad, g)
     torch.testing.assert_close(out, window_attention_reference(qkv, bias, pad, g))
     with torch.device("meta"):
         meta = torch.ops.swinedge.window_attention(
-            torch.empty(5, 64, 96), torch.empty(2, 16, 16), torch.empty(96), 8, 8, 4, 2, 2
+            torch.empty(5, 64, 96), torch.empty(table_shape(g)), torch.empty(96), 8, 8, 4, 2, 2
         )
     assert meta.shape == (5, 64, 32) and meta.device.type == "meta"
 
@@ -99,15 +137,15 @@ def test_torch_op_meta_and_cpu() -> None:
 def test_unsupported_geometry_or_dtype_raises_before_launch(geometry, dtype, fragment) -> None:
     qkv, bias, pad = _inputs(geometry, 1)
     with pytest.raises(SwinedgeError, match=fragment):
-        tk.window_attention_triton(qkv.to(dtype), bias, pad.to(dtype), geometry)
+        tk.window_attention_triton(qkv.to(dtype), torch.zeros(4, 1, 16, 16), pad.to(dtype), geometry)
 
 
 def test_wrong_shapes_are_clear_errors() -> None:
     g = WindowGeometry(8, 8, 4, 0, 2, 16)
     qkv, bias, pad = _inputs(g, 1)
     with pytest.raises(SwinedgeError, match=r"qkv must be \[batch, 64, 96\]"):
-        tk.window_attention_triton(qkv[:, :10], bias, pad, g)
-    with pytest.raises(SwinedgeError, match=r"bias must be \[2, 16, 16\]"):
+        _kernel(qkv[:, :10], bias, pad, g)
+    with pytest.raises(SwinedgeError, match=r"table must be \[1, 2, 16, 16\]"):
         tk.window_attention_triton(qkv, bias[:1], pad, g)
 
 
@@ -123,7 +161,7 @@ def test_wrong_shapes_are_clear_errors() -> None:
 )
 def test_gpu_kernel_matches_reference(geometry: WindowGeometry, dtype, tol: float) -> None:
     qkv, bias, pad = _inputs(geometry, 4, dtype=dtype, device="cuda")
-    got = tk.window_attention_triton(qkv, bias, pad, geometry)
+    got = _kernel(qkv, bias, pad, geometry)
     expected = window_attention_reference(qkv.float(), bias, pad.float(), geometry)
     torch.testing.assert_close(got.float(), expected, atol=tol, rtol=tol)
 
@@ -151,3 +189,22 @@ def test_benchmark_sdpa_path_equals_reference() -> None:
     # Swin-T stage 1, batch 32, fp16: qkv read (3C) + output write (C), 2 bytes each, plus the fp32 bias.
     g = WindowGeometry(56, 56, 7, 3, 3, 32)
     assert attention_bytes(g, 32) == 32 * 3136 * 4 * 96 * 2 + 3 * 49 * 49 * 4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "geometry",
+    [WindowGeometry(56, 56, 7, 3, 3, 32), WindowGeometry(14, 14, 7, 0, 12, 32), WindowGeometry(24, 24, 12, 6, 4, 32), WindowGeometry(10, 10, 7, 3, 2, 32)],
+    ids=lambda g: f"h{g.height}w{g.window}s{g.shift}",
+)
+def test_gpu_aot_ptx_with_plugin_launch_parameters_matches_reference(geometry: WindowGeometry) -> None:
+    """The PTX the TensorRT plugin returns, launched with the plugin's own launch
+    parameters through the CUDA driver (what TensorRT does with it)."""
+    pytest.importorskip("cuda", reason="needs cuda-python (pip install cuda-python)")
+    from swinedge.ops.ptx_launch import load_aot_kernel, window_attention_aot
+
+    qkv, bias, pad = _inputs(geometry, 3, dtype=torch.float16, device="cuda")
+    got = window_attention_aot(load_aot_kernel(geometry, torch.float16), qkv, attention_table(bias, geometry), pad, geometry)
+    torch.cuda.synchronize()
+    expected = window_attention_reference(qkv.float(), bias, pad.float(), geometry)
+    torch.testing.assert_close(got.float(), expected, atol=2e-2, rtol=2e-2)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from swinedge.cli import app
 from swinedge.export import export_onnx, run_onnx_cpu
 from swinedge.models import create_model, load_model
+from swinedge.ops.attention_table import table_shape
 from swinedge.ops.onnx_plugin import PLUGIN_DOMAIN, PLUGIN_NAME, node_geometry, plugin_nodes
 
 NAME = "swin_micro_patch4_window4_64"
@@ -53,8 +54,8 @@ def test_node_is_what_tensorrt_parses(graphs) -> None:
         assert "plugin_version" not in attrs  # the parser's default "1"; never forwarded as a field
         assert all(a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.STRING) for a in node.attribute)
         g = node_geometry(node)
-        bias = inits[node.input[1]]
-        assert list(bias.dims) == [g.num_heads, g.tokens_per_window, g.tokens_per_window]
+        table = inits[node.input[1]]
+        assert tuple(table.dims) == table_shape(g) and table.data_type == onnx.TensorProto.FLOAT
         assert list(inits[node.input[2]].dims) == [3 * g.dim]
 
 

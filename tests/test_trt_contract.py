@@ -236,7 +236,7 @@ def test_nvidia_python_plugin_layer_on_standin_accepts_swin_t_graphs(version: st
         proto = onnx.load(str(path), load_external_data=False)
         nodes_by_name = {n.name: n for n in proto.graph.node}
         consumers_cast = {n.input[0]: n for n in proto.graph.node if n.op_type == "Cast"}
-        assert "bias must be float32, got float16" in per_cc.pop("negative")  # aot_impl checks dtypes
+        assert "table must be float32, got float16" in per_cc.pop("negative")  # aot_impl checks dtypes
         for cc, nodes in per_cc.items():
             cc = int(cc)
             assert len(nodes) == sum(SWIN_T_DEPTHS)
@@ -263,7 +263,7 @@ def test_nvidia_python_plugin_layer_on_standin_accepts_swin_t_graphs(version: st
                     assert n["tactics"] == [] and n["extra_args"] == 0 and n["launch_arg_types"] == ["PluginArgDataType.INT32"]
                     windows = (-(-side // 7)) ** 2  # 7x7 windows; a 49-token window is one 64-query program
                     for b, (gx, gy, gz, bx, by, bz, smem) in n["launch"].items():
-                        assert (gx, gy, gz) == (int(b) * windows, heads, 1)
+                        assert (gx, gy, gz) == (int(b) * windows * heads, 1, 1)  # head: the fastest launch index
                         assert (bx, by, bz) == (n["kernel"]["reqntid"], 1, 1) and bx == 128
                         assert 0 < smem <= 48 * 1024
                     kern = n["kernel"]

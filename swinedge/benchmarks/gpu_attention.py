@@ -3,13 +3,17 @@
     python -m swinedge.benchmarks.gpu_attention [--batches 1,32,64] [--iters 50] [--json FILE]
 
 For every Swin-T and Swin-B stage geometry (shifted and not), in fp16, prints the
-median time of three implementations of the same attention core, measured in one run:
-the fused Triton kernel, the unfused torch eager path (roll, partition, bias, mask,
-softmax, reverse) and a torch ``scaled_dot_product_attention`` path (same data
-movement, fused softmax). It also prints the kernel's achieved bandwidth (bytes it must
-move / time) against the GPU's memory bandwidth (a device-to-device copy measured in
-this run, and the data-sheet peak where the GPU is known), and whole-model Swin-T
-forward time with fused vs reference attention.
+median time of four implementations of the same attention core, measured in one run:
+the AOT PTX the TensorRT plugin ships, launched with the plugin's own launch parameters
+(needs ``pip install cuda-python``; the column says "-" without it), the same Triton
+kernel launched by Triton (JIT), the unfused torch eager path (roll, partition, bias,
+mask, softmax, reverse) and a torch ``scaled_dot_product_attention`` path (same data
+movement, fused softmax). Each sample is a loop of launches between two CUDA events,
+with L2 flushed before it, so neither Python launch cost nor a warm L2 flatters the
+kernel. It also prints the kernel's achieved bandwidth (bytes it must move / time)
+against the GPU's memory bandwidth (a device-to-device copy measured in this run, and
+the data-sheet peak where the GPU is known), and whole-model Swin-T forward time with
+fused vs reference attention.
 
 Targets (issue #4): fused >= 3x faster than eager at batch 32 on H100, >= 60% of the
 memory-bandwidth roofline, whole-model forward >= 1.3x faster.
@@ -25,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from swinedge.models import SwinConfig, create_model
+from swinedge.ops.attention_table import attention_table
 from swinedge.ops.window_attention import WindowGeometry, shift_mask, window_attention_reference, window_partition, window_reverse
 
 # Data-sheet memory bandwidth, GB/s (SXM parts where two exist).
@@ -64,18 +69,33 @@ def window_attention_sdpa(qkv, bias, pad_qkv, g: WindowGeometry, mask=None):
     return out.reshape(-1, g.height * g.width, g.dim)
 
 
-def cuda_median_ms(fn, iters: int, warmup: int = 5) -> float:
+_L2_FLUSH: torch.Tensor | None = None
+
+
+def flush_l2() -> None:
+    """Overwrite a buffer larger than any L2 (256 MiB; H100's L2 is 50 MB)."""
+    global _L2_FLUSH
+    if _L2_FLUSH is None:
+        _L2_FLUSH = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+    _L2_FLUSH.zero_()
+
+
+def cuda_median_ms(fn, iters: int, warmup: int = 5, loop: int = 10) -> float:
+    """Median over ``iters`` samples of the mean time of ``loop`` back-to-back calls,
+    L2 flushed before each sample."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     times = []
     for _ in range(iters):
+        flush_l2()
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        fn()
+        for _ in range(loop):
+            fn()
         b.record()
         b.synchronize()
-        times.append(a.elapsed_time(b))
+        times.append(a.elapsed_time(b) / loop)
     times.sort()
     return times[len(times) // 2]
 
@@ -99,6 +119,19 @@ def stage_geometries() -> dict[str, list[WindowGeometry]]:
     return out
 
 
+def _aot_ms(g: WindowGeometry, qkv, table, pad, iters: int) -> float | None:
+    """The AOT PTX with the plugin's launch parameters, or None without cuda-python."""
+    from swinedge.errors import MissingDependencyError
+    from swinedge.ops.ptx_launch import load_aot_kernel
+
+    try:
+        kernel = load_aot_kernel(g, qkv.dtype)
+    except MissingDependencyError:
+        return None
+    out = torch.empty(qkv.shape[0], g.height * g.width, g.dim, device="cuda", dtype=qkv.dtype)
+    return cuda_median_ms(lambda: kernel(qkv, table, pad, out), iters)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", default="1,32,64")
@@ -114,7 +147,7 @@ def main() -> None:
     copy_bw = copy_bandwidth_gbs()
     print(f"GPU: {gpu}; device-to-device copy {copy_bw:.0f} GB/s; data-sheet peak {peak or 'unknown'} GB/s")
     rows = []
-    header = f"{'model':7s} {'geometry':24s} {'batch':>5s} {'fused ms':>9s} {'eager ms':>9s} {'sdpa ms':>9s} {'vs eager':>8s} {'vs sdpa':>8s} {'GB/s':>7s} {'%copy':>6s} {'%peak':>6s}"
+    header = f"{'model':7s} {'geometry':24s} {'batch':>5s} {'aot ms':>8s} {'fused ms':>9s} {'eager ms':>9s} {'sdpa ms':>9s} {'vs eager':>8s} {'vs sdpa':>8s} {'GB/s':>7s} {'%copy':>6s} {'%peak':>6s}"
     print(header)
     for label, geoms in stage_geometries().items():
         for g in geoms:
@@ -124,15 +157,19 @@ def main() -> None:
                 bias = torch.randn(g.num_heads, g.tokens_per_window, g.tokens_per_window, device="cuda", generator=gen)
                 pad = torch.randn(3 * g.dim, device="cuda", dtype=torch.float16, generator=gen)
                 mask = shift_mask(g).cuda() if g.shift else None
-                fused = cuda_median_ms(lambda: window_attention_triton(qkv, bias, pad, g), args.iters)
+                table = attention_table(bias, g)  # built once per block, as the model and the plugin do
+                aot = _aot_ms(g, qkv, table, pad, args.iters)
+                fused = cuda_median_ms(lambda: window_attention_triton(qkv, table, pad, g), args.iters)
                 eager = cuda_median_ms(lambda: window_attention_reference(qkv, bias, pad, g, mask), args.iters)
                 sdpa = cuda_median_ms(lambda: window_attention_sdpa(qkv, bias, pad, g, mask), args.iters)
-                gbs = attention_bytes(g, batch) / (fused * 1e-3) / 1e9
+                kernel_ms = aot if aot is not None else fused
+                gbs = attention_bytes(g, batch) / (kernel_ms * 1e-3) / 1e9
                 row = dict(model=label, geometry=f"{g.height}x{g.width} w{g.window} s{g.shift} h{g.num_heads}", batch=batch,
-                           fused_ms=fused, eager_ms=eager, sdpa_ms=sdpa, speedup_eager=eager / fused, speedup_sdpa=sdpa / fused,
+                           aot_ms=aot, fused_ms=fused, eager_ms=eager, sdpa_ms=sdpa, speedup_eager=eager / fused, speedup_sdpa=sdpa / fused,
                            achieved_gbs=gbs, pct_copy=100 * gbs / copy_bw, pct_peak=100 * gbs / peak if peak else None)  # fmt: skip
                 rows.append(row)
-                print(f"{label:7s} {row['geometry']:24s} {batch:5d} {fused:9.4f} {eager:9.4f} {sdpa:9.4f} "
+                aot_text = f"{aot:8.4f}" if aot is not None else f"{'-':>8s}"
+                print(f"{label:7s} {row['geometry']:24s} {batch:5d} {aot_text} {fused:9.4f} {eager:9.4f} {sdpa:9.4f} "
                       f"{row['speedup_eager']:7.2f}x {row['speedup_sdpa']:7.2f}x {gbs:7.0f} {row['pct_copy']:5.0f}% "
                       + (f"{row['pct_peak']:5.0f}%" if peak else "    -"))  # fmt: skip
     whole = {}

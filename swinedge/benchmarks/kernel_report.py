@@ -14,7 +14,10 @@ architecture's limits. These are static measurements.
 From them it builds a roofline estimate that is a **model, not a timing**: for batch 32,
 bytes that must cross HBM (read qkv, write the output) against issue slots
 (warp-instructions / (SMs x 4 schedulers x clock)), with data-sheet peaks of H100 SXM,
-A100 SXM and Jetson AGX Orin. ``--check`` exits 1 when a limit of issue #9 is broken.
+A100 SXM and Jetson AGX Orin. It leaves out latency, occupancy and the L2 traffic of the
+score table and of keys re-read by several query programs (reported per (window, head)
+beside it: the table is shared by every window and image, so it is read from L2, not
+HBM). ``--check`` exits 1 when a limit of issue #9 is broken.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class KernelStats:
     stores: dict = field(default_factory=dict)
     occupancy: float = 0.0
     warp_instructions_per_window_head: int = 0
+    l2_bytes_per_window_head: int = 0  # what its programs read (q, k, v re-reads, table) and write
     model: dict = field(default_factory=dict)
 
 
@@ -217,7 +221,10 @@ def analyze(g: WindowGeometry, cc: int, dtype: str = "float16") -> KernelStats:
         loads=loads, stores=stores, occupancy=round(occupancy(cc, regs, threads, k.shared_mem), 3),
         warp_instructions_per_window_head=programs * (threads // 32) * per_thread,
     )  # fmt: skip
-    s.model = roofline(g, s, {"float16": 2, "bfloat16": 2, "float32": 4}[dtype])
+    elem = {"float16": 2, "bfloat16": 2, "float32": 4}[dtype]
+    per_program = cfg.block_m * g.head_dim * elem * 2 + cfg.key_blocks * cfg.block_n * g.head_dim * elem * 2 + cfg.block_m * cfg.tiling.cols * 4
+    s.l2_bytes_per_window_head = programs * per_program
+    s.model = roofline(g, s, elem)
     return s
 
 
@@ -263,14 +270,14 @@ def check(stats: list[KernelStats]) -> list[str]:
 
 
 def table(stats: list[KernelStats]) -> str:
-    head = f"{'geometry':<24} {'dtype':<8} {'sm':>3} {'regs':>4} {'spill':>5} {'smem':>6} {'occ':>5} {'SASS/thr':>8} {'warp-instr/(win,head)':>21} {'LDG.128':>7} {'STG.128':>7} {'model':>18}"
+    head = f"{'geometry':<24} {'dtype':<8} {'sm':>3} {'regs':>4} {'spill':>5} {'smem':>6} {'occ':>5} {'SASS/thr':>8} {'warp-instr/(win,head)':>21} {'L2 KB':>6} {'LDG.128':>7} {'STG.128':>7} {'model':>12}"
     rows = [head, "-" * len(head)]
     for s in stats:
         model = f"{s.model['roofline_fraction'] * 100:.0f}% {s.model['gpu'].split()[0]}" if s.model else "-"
         rows.append(
             f"{_label(s.geometry):<24} {s.dtype:<8} {s.cc:>3} {s.registers:>4} {s.spill_stores + s.spill_loads:>5} {s.shared_mem:>6} "
-            f"{s.occupancy:>5.2f} {s.sass_per_thread:>8} {s.warp_instructions_per_window_head:>21} "
-            f"{s.loads.get('LDG.E.128', 0):>7} {s.stores.get('STG.E.128', 0):>7} {model:>18}"
+            f"{s.occupancy:>5.2f} {s.sass_per_thread:>8} {s.warp_instructions_per_window_head:>21} {s.l2_bytes_per_window_head / 1024:>6.0f} "
+            f"{s.loads.get('LDG.E.128', 0):>7} {s.stores.get('STG.E.128', 0):>7} {model:>12}"
         )
     return "\n".join(rows)
 

@@ -25,6 +25,7 @@ from swinedge.errors import SwinedgeError
 from swinedge.ops.window_attention import (
     WindowGeometry,
     relative_position_bias,
+    relative_position_index,
     shift_mask,
     window_attention_reference,
 )
@@ -263,21 +264,40 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * g.window - 1) ** 2, g.num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         mask = shift_mask(g)
-        # Not persistent: derived from geometry, never stored in checkpoints.
+        # Not persistent: derived from geometry, never stored in checkpoints. As buffers
+        # they follow the module to its device: no host copy in forward.
         self.register_buffer("attn_mask", mask if mask is not None else torch.zeros(0), persistent=False)
+        self.register_buffer("relative_position_index", relative_position_index(g.window).reshape(-1), persistent=False)
+        self._table_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def bias(self) -> torch.Tensor:
+        """``[heads, N, N]`` relative-position bias."""
+        return relative_position_bias(self.relative_position_bias_table, self.geometry.window, self.relative_position_index)
+
+    def score_table(self) -> torch.Tensor:
+        """The fused kernel's table; in eval, built once per weights and device."""
+        from swinedge.ops.attention_table import attention_table
+
+        param = self.relative_position_bias_table
+        key = (param.device, param.data_ptr(), param._version)
+        if self.training or self._table_cache is None or self._table_cache[0] != key:
+            table = attention_table(self.bias(), self.geometry)
+            if self.training:
+                return table
+            self._table_cache = (key, table.detach())
+        return self._table_cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``[B, H*W, C]`` normalized tokens -> ``[B, H*W, C]``."""
         qkv = self.qkv(x)
-        bias = relative_position_bias(self.relative_position_bias_table, self.geometry.window)
         pad_qkv = self.qkv.bias
         if self.impl == "fused":
             from swinedge.ops.fused import window_attention_fused
 
-            out = window_attention_fused(qkv, bias, pad_qkv, self.geometry)
+            out = window_attention_fused(qkv, self.score_table(), pad_qkv, self.geometry)
         else:
             mask = self.attn_mask if self.geometry.shift else None
-            out = window_attention_reference(qkv, bias, pad_qkv, self.geometry, mask)
+            out = window_attention_reference(qkv, self.bias(), pad_qkv, self.geometry, mask)
         return self.proj(out)
 
 

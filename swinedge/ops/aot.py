@@ -2,7 +2,7 @@
 
 This is what the TensorRT plugin's AOT implementation returns: kernel name, PTX and
 launch parameters. TensorRT launches an AOT kernel with the arguments
-``(inputs..., extra scalars..., outputs...)``; ours are ``(qkv, bias, pad_qkv, out)``
+``(inputs..., extra scalars..., outputs...)``; ours are ``(qkv, table, pad_qkv, out)``
 with no extra scalars (every size is a compile-time constant but the batch, which only
 enters the grid).
 
@@ -32,7 +32,7 @@ from swinedge.errors import SwinedgeError
 from swinedge.ops.triton_kernel import check_geometry, constexprs, kernel, launch_config
 from swinedge.ops.window_attention import WindowGeometry
 
-KERNEL_ARGS = ("qkv", "bias", "pad_qkv", "out")
+KERNEL_ARGS = ("qkv", "table", "pad_qkv", "out")
 # The GPUs the kernel is compiled and tested for. Others (sm_75, sm_103, Thor, sm_121 ...)
 # get the native attention graph: see ``swinedge.engine.plugin_blockers``.
 SUPPORTED_CC = (80, 86, 87, 89, 90, 100, 120)
@@ -57,8 +57,8 @@ class AotKernel:
     dtype: str
     num_warps: int
     shared_mem: int
-    grid_per_image: int  # grid_x = batch * grid_per_image
-    grid_y: int  # heads
+    grid_per_image: int  # grid_x = batch * grid_per_image (windows x query blocks x heads)
+    grid_y: int
     block_x: int
     programs_per_window_head: int = 1
 
@@ -83,13 +83,13 @@ def entry_params(ptx: str, name: str) -> list[str]:
     return [p.strip() for p in m.group(1).split(",") if p.strip()]
 
 
-def plugin_io_error(qkv: str, bias: str, pad_qkv: str, out: str) -> str | None:
+def plugin_io_error(qkv: str, table: str, pad_qkv: str, out: str) -> str | None:
     """What is wrong with the plugin's I/O dtypes, or None: qkv float16/float32/bfloat16,
-    bias float32 (the kernel reads it as such), pad and output the dtype of qkv."""
+    table float32 (the kernel reads it as such), pad and output the dtype of qkv."""
     if qkv not in _DTYPES:
         return f"qkv must be {', '.join(_DTYPES)}, got {qkv}"
-    if bias != "float32":
-        return f"bias must be float32, got {bias}"
+    if table != "float32":
+        return f"table must be float32, got {table}"
     if pad_qkv != qkv:
         return f"pad_qkv must have the dtype of qkv ({qkv}), got {pad_qkv}"
     if out != qkv:
@@ -183,11 +183,14 @@ def compile_window_attention(
     cfg = launch_config(g)
     consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=dtype == "float32")
     t = _DTYPES[dtype]
-    signature = {"qkv_ptr": f"*{t}", "bias_ptr": "*fp32", "pad_ptr": f"*{t}", "out_ptr": f"*{t}"}
+    signature = {"qkv_ptr": f"*{t}", "table_ptr": "*fp32", "pad_ptr": f"*{t}", "out_ptr": f"*{t}"}
     signature.update({name: "constexpr" for name in consts})
+    # Every buffer is 16-byte aligned (TensorRT allocates I/O at 256 bytes; initializers
+    # too): told so, Triton emits 16-byte vector loads and stores instead of scalar ones.
+    aligned = {(i,): [["tt.divisibility", 16]] for i in range(len(KERNEL_ARGS))}
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # pin today's default; silences a notice
     compiled = triton.compile(
-        ASTSource(fn=kernel(interpret=False), signature=signature, constexprs=consts),
+        ASTSource(fn=kernel(interpret=False), signature=signature, constexprs=consts, attrs=aligned),
         target=GPUTarget("cuda", compute_capability, 32),
         options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages, "ptx_version": ptx_version},
     )
@@ -206,8 +209,8 @@ def compile_window_attention(
         dtype=dtype,
         num_warps=md.num_warps,
         shared_mem=md.shared,
-        grid_per_image=g.num_windows * cfg.query_blocks,
-        grid_y=g.num_heads,
+        grid_per_image=cfg.programs_per_image(g),
+        grid_y=1,
         block_x=md.num_warps * 32,
         programs_per_window_head=cfg.query_blocks,
     )

@@ -1,12 +1,14 @@
 """``torch.ops.swinedge.window_attention``: one op, three implementations.
 
-* CPU: the torch reference math (:func:`window_attention_reference`);
+* CPU: the kernel's math in plain torch (:func:`window_attention_from_table`);
 * CUDA: the fused Triton kernel;
 * fake/meta: output shape only, so ``torch.export``, ``torch.compile`` and ONNX export
   trace through it.
 
-The model selects it with ``set_attention_impl("fused")``; results equal "reference".
-Inference only: no autograd formula is registered.
+It takes the kernel's score table (bias and shift mask per window-edge pattern, see
+:mod:`swinedge.ops.attention_table`) instead of the bias. The model selects it with
+``set_attention_impl("fused")``; results equal "reference". Inference only: no autograd
+formula is registered.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Optional
 
 import torch
 
-from swinedge.ops.window_attention import WindowGeometry, window_attention_reference
+from swinedge.ops.attention_table import window_attention_from_table
+from swinedge.ops.window_attention import WindowGeometry
 
 OP_NAME = "swinedge::window_attention"
 
@@ -28,7 +31,7 @@ def _geometry(qkv: torch.Tensor, height: int, width: int, window: int, shift: in
 @torch.library.custom_op(OP_NAME, mutates_args=())
 def window_attention(
     qkv: torch.Tensor,
-    bias: torch.Tensor,
+    table: torch.Tensor,
     pad_qkv: Optional[torch.Tensor],
     height: int,
     width: int,
@@ -38,24 +41,24 @@ def window_attention(
 ) -> torch.Tensor:
     """Shifted-window attention core: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` (natural order)."""
     g = _geometry(qkv, height, width, window, shift, num_heads)
-    return window_attention_reference(qkv, bias, pad_qkv, g)
+    return window_attention_from_table(qkv, table, pad_qkv, g)
 
 
 @window_attention.register_kernel("cuda")
-def _window_attention_cuda(qkv, bias, pad_qkv, height, width, window, shift, num_heads):
+def _window_attention_cuda(qkv, table, pad_qkv, height, width, window, shift, num_heads):
     from swinedge.ops.triton_kernel import window_attention_triton
 
     g = _geometry(qkv, height, width, window, shift, num_heads)
-    return window_attention_triton(qkv, bias, pad_qkv, g)
+    return window_attention_triton(qkv, table, pad_qkv, g)
 
 
 @window_attention.register_fake
-def _window_attention_fake(qkv, bias, pad_qkv, height, width, window, shift, num_heads):
+def _window_attention_fake(qkv, table, pad_qkv, height, width, window, shift, num_heads):
     return qkv.new_empty(qkv.shape[0], height * width, qkv.shape[-1] // 3)
 
 
 def window_attention_fused(
-    qkv: torch.Tensor, bias: torch.Tensor, pad_qkv: Optional[torch.Tensor], geometry: WindowGeometry
+    qkv: torch.Tensor, table: torch.Tensor, pad_qkv: Optional[torch.Tensor], geometry: WindowGeometry
 ) -> torch.Tensor:
     g = geometry
     if qkv.is_cuda:
@@ -64,4 +67,4 @@ def window_attention_fused(
         check_geometry(g, qkv.dtype)  # clear error before tracing or launching
     if pad_qkv is None:
         pad_qkv = qkv.new_zeros(3 * g.dim)
-    return torch.ops.swinedge.window_attention(qkv, bias, pad_qkv, g.height, g.width, g.window, g.shift, g.num_heads)
+    return torch.ops.swinedge.window_attention(qkv, table, pad_qkv, g.height, g.width, g.window, g.shift, g.num_heads)

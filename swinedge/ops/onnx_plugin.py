@@ -3,15 +3,17 @@
 One node per attention block::
 
     domain "swinedge", op_type "SwinWindowAttention"
-    inputs  qkv [B, H*W, 3C], bias [heads, N, N] (initializer), pad_qkv [3C] (initializer)
+    inputs  qkv [B, H*W, 3C], table [P, heads, rows, cols] float32 (initializer: bias and
+            shift mask per window-edge pattern, see swinedge.ops.attention_table),
+            pad_qkv [3C] (initializer)
     output  [B, H*W, C]
     attrs   plugin_namespace="swinedge" (read by the parser; version defaults to "1"),
             height, width, window, shift, num_heads, head_dim (INT)
 
 TensorRT's ONNX parser ignores the domain and looks up the plugin ``op_type`` in
 ``plugin_namespace``; ONNX Runtime runs the same node on CPU through an
-onnxruntime-extensions Python op implementing the reference math. The scale is derived
-from ``head_dim`` and the bias is an input: no float attributes (they lose precision on
+onnxruntime-extensions Python op implementing the kernel's math. The scale is derived
+from ``head_dim`` and the table is an input: no float attributes (they lose precision on
 the way into ONNX Runtime's Python ops).
 """
 
@@ -32,7 +34,7 @@ PLUGIN_NAMESPACE = "swinedge"
 GEOMETRY_ATTRS = ("height", "width", "window", "shift", "num_heads", "head_dim")
 
 
-def _symbolic(g, qkv, bias, pad_qkv, height, width, window, shift, num_heads):
+def _symbolic(g, qkv, table, pad_qkv, height, width, window, shift, num_heads):
     from torch.onnx import symbolic_helper as sh
 
     h = sh._get_const(height, "i", "height")
@@ -44,7 +46,7 @@ def _symbolic(g, qkv, bias, pad_qkv, height, width, window, shift, num_heads):
     out = g.op(
         f"{PLUGIN_DOMAIN}::{PLUGIN_NAME}",
         qkv,
-        bias,
+        table,
         pad_qkv,
         plugin_namespace_s=PLUGIN_NAMESPACE,
         height_i=h,
@@ -66,6 +68,9 @@ def plugin_export_context(model, opset: int) -> Iterator[None]:
 
     previous = {m: m.impl for m in model.attention_modules()}
     model.set_attention_impl("fused")
+    with torch.no_grad():
+        for m in previous:
+            m.score_table()  # built before tracing: each block's table becomes one initializer
     torch.onnx.register_custom_op_symbolic("swinedge::window_attention", _symbolic, opset)
     try:
         yield
@@ -73,6 +78,24 @@ def plugin_export_context(model, opset: int) -> Iterator[None]:
         torch.onnx.unregister_custom_op_symbolic("swinedge::window_attention", opset)
         for m, impl in previous.items():
             m.impl = impl
+
+
+def plugin_inputs_as_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant nodes feeding plugin nodes (the exporter emits the table so) become
+    initializers, as the node's contract says and as substituted graphs have them."""
+    from onnx import numpy_helper
+
+    feeding = {x for n in plugin_nodes(proto) for x in n.input}
+    kept = []
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output[0] in feeding and node.attribute[0].name == "value":
+            value = numpy_helper.to_array(node.attribute[0].t)
+            proto.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        else:
+            kept.append(node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(kept)
+    return proto
 
 
 def ensure_domain_import(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -105,7 +128,8 @@ def _register_python_op() -> None:
         raise MissingDependencyError(
             "running plugin graphs on ONNX Runtime needs onnxruntime-extensions: pip install 'swinedge[quantize]'"
         ) from None
-    from swinedge.ops.window_attention import WindowGeometry, window_attention_reference
+    from swinedge.ops.attention_table import window_attention_from_table
+    from swinedge.ops.window_attention import WindowGeometry
 
     attrs = {k: PyCustomOpDef.dt_int64 for k in GEOMETRY_ATTRS}
     attrs.update(plugin_namespace=PyCustomOpDef.dt_string)
@@ -116,12 +140,12 @@ def _register_python_op() -> None:
         outputs=[PyCustomOpDef.dt_float],
         attrs=attrs,
     )
-    def swin_window_attention(qkv, bias, pad_qkv, **kw):  # noqa: ANN001 - signature fixed by ORT
+    def swin_window_attention(qkv, table, pad_qkv, **kw):  # noqa: ANN001 - signature fixed by ORT
         g = WindowGeometry(*(int(kw[k]) for k in GEOMETRY_ATTRS))
         with torch.no_grad():
-            out = window_attention_reference(
+            out = window_attention_from_table(
                 torch.from_numpy(np.asarray(qkv, np.float32)),
-                torch.from_numpy(np.asarray(bias, np.float32)),
+                torch.from_numpy(np.asarray(table, np.float32)),
                 torch.from_numpy(np.asarray(pad_qkv, np.float32)),
                 g,
             )
@@ -150,14 +174,16 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
     (through its Q/DQ or Cast, which stay): found by walking the graph, since inserted
     nodes carry the block's name prefix too. Returns (graph, nodes substituted).
 
-    Types follow the plugin's rules (:func:`swinedge.ops.aot.plugin_io_error`): the
-    bias is float32, pad_qkv has the dtype of qkv, and the output has the dtype of qkv;
+    The bias initializer of the native core becomes the kernel's table
+    (:func:`swinedge.ops.attention_table.attention_table`). Types follow the plugin's rules
+    (:func:`swinedge.ops.aot.plugin_io_error`): the table is float32, pad_qkv has the dtype of qkv, and the output has the dtype of qkv;
     where the replaced tensor had another dtype, a Cast restores it, so every consumer
     sees the type it had before.
     """
     from onnx import numpy_helper
 
     from swinedge.errors import SwinedgeError
+    from swinedge.ops.attention_table import attention_table
 
     types = tensor_types(proto)
     graph = proto.graph
@@ -206,8 +232,9 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
             if bias_init is None:
                 raise SwinedgeError(f"block {i}.{j}: relative-position bias initializer not found")
             bias = numpy_helper.to_array(bias_init).astype(np.float32).reshape(g.num_heads, g.tokens_per_window, g.tokens_per_window)
-            bias_name = f"{prefix}plugin_bias"
-            graph.initializer.append(numpy_helper.from_array(bias, bias_name))
+            table_name = f"{prefix}plugin_table"
+            table = attention_table(torch.from_numpy(bias), g).numpy()
+            graph.initializer.append(numpy_helper.from_array(table, table_name))
             qkv_type = types.get(qkv_out)
             if qkv_type not in _PLUGIN_TYPES:
                 name = onnx.TensorProto.DataType.Name(qkv_type) if qkv_type else "unknown"
@@ -223,7 +250,7 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
             plugin_out = core_out if out_type == qkv_type else f"{prefix}{PLUGIN_NAME}_output"
             node = onnx.helper.make_node(
                 PLUGIN_NAME,
-                [qkv_out, bias_name, pad_name],
+                [qkv_out, table_name, pad_name],
                 [plugin_out],
                 name=f"{prefix}{PLUGIN_NAME}",
                 domain=PLUGIN_DOMAIN,

@@ -1,12 +1,14 @@
 """Fused shifted-window attention in Triton.
 
-One program computes one block of queries of one window for one head, reading q, k, v
-straight from the qkv projection in natural token order and writing the output in
-natural token order. Fused inside: cyclic shift (index arithmetic), window partition,
-zero-padding to a window multiple (padded keys carry the qkv bias, as in timm),
-relative-position bias, shift mask (region ids from coordinates, never stored), softmax
-with fp32 statistics (online, over key blocks, so N = 256 never materializes an NxN
-tile), P.V, window reverse and reverse shift.
+One program computes one block of queries of one window for one head (the head is the
+fastest launch index, so the programs running side by side read the same qkv rows),
+reading q, k, v straight from the qkv projection in natural token order and writing the
+output in natural token order. Fused inside: cyclic shift (index arithmetic), window
+partition, padding to a window multiple (padded keys carry the qkv bias, as in timm),
+relative-position bias and shift mask (one table per window-edge pattern, see
+:mod:`swinedge.ops.attention_table`), softmax in base 2 with fp32 statistics (one pass
+when the window fits one key block, online over key blocks otherwise), P.V, window
+reverse and reverse shift.
 
 The same kernel source is used three ways: launched on a GPU, run by Triton's
 interpreter on CPU (tests), and compiled ahead of time to PTX for the TensorRT plugin
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from swinedge.errors import MissingDependencyError, SwinedgeError
-from swinedge.ops.window_attention import MASK_VALUE, WindowGeometry
+from swinedge.ops.attention_table import LOG2E, Tiling, table_shape, tiling
+from swinedge.ops.window_attention import WindowGeometry
 
 try:
     import triton
@@ -37,7 +40,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def _kernel(
     qkv_ptr,
-    bias_ptr,
+    table_ptr,
     pad_ptr,
     out_ptr,
     H: tl.constexpr,
@@ -48,111 +51,150 @@ def _kernel(
     D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    KEY_BLOCKS: tl.constexpr,
     HAS_PAD: tl.constexpr,
     IEEE_FP32: tl.constexpr,
-    MASK: tl.constexpr,
+    QK_SCALE: tl.constexpr,
 ):
     N: tl.constexpr = WS * WS
-    HP: tl.constexpr = ((H + WS - 1) // WS) * WS
-    WP: tl.constexpr = ((W + WS - 1) // WS) * WS
-    NWX: tl.constexpr = WP // WS
-    NW: tl.constexpr = (HP // WS) * NWX
+    NWY: tl.constexpr = (H + WS - 1) // WS
+    NWX: tl.constexpr = (W + WS - 1) // WS
     NQB: tl.constexpr = (N + BLOCK_M - 1) // BLOCK_M
+    ROWS: tl.constexpr = NQB * BLOCK_M
+    COLS: tl.constexpr = KEY_BLOCKS * BLOCK_N
     C: tl.constexpr = HEADS * D
+    ROW: tl.constexpr = 3 * C  # elements per token in qkv
     L: tl.constexpr = H * W
 
     pid = tl.program_id(0)
-    head = tl.program_id(1)
-    qb = pid % NQB
-    win = (pid // NQB) % NW
-    b = pid // (NQB * NW)
+    head = pid % HEADS
+    rest = pid // HEADS
+    qb = rest % NQB
+    win = (rest // NQB) % (NWY * NWX)
+    b = rest // (NQB * NWY * NWX)
     wy = win // NWX
     wx = win % NWX
+    if SHIFT > 0:
+        pattern = (wy == NWY - 1).to(tl.int32) * 2 + (wx == NWX - 1).to(tl.int32)
+    else:
+        pattern = 0
     offs_d = tl.arange(0, D)
-    in_base = qkv_ptr + b.to(tl.int64) * (L * 3 * C)
-    out_base = out_ptr + b.to(tl.int64) * (L * C)
+    in_base = qkv_ptr + b.to(tl.int64) * (L * ROW) + head * D
+    out_base = out_ptr + b.to(tl.int64) * (L * C) + head * D
+    table_base = table_ptr + (pattern * HEADS + head) * (ROWS * COLS)
 
-    # Queries of this block: window-local index -> shifted/padded grid -> natural token.
+    # Window slot -> shifted/padded grid -> natural token (0 for slots outside the image).
     qi = qb * BLOCK_M + tl.arange(0, BLOCK_M)
-    q_in = qi < N
     qy = wy * WS + qi // WS
     qx = wx * WS + qi % WS
-    q_valid = q_in & (qy < H) & (qx < W)
-    q_tok = ((qy + SHIFT) % H) * W + (qx + SHIFT) % W
-    q = tl.load(in_base + q_tok[:, None] * (3 * C) + head * D + offs_d[None, :], mask=q_valid[:, None], other=0.0)
+    q_valid = (qi < N) & (qy < H) & (qx < W)
     if SHIFT > 0:
-        q_reg = ((qy >= HP - WS).to(tl.int32) + (qy >= HP - SHIFT).to(tl.int32)) * 3 + (
-            (qx >= WP - WS).to(tl.int32) + (qx >= WP - SHIFT).to(tl.int32)
-        )
-    if HAS_PAD:
-        pad_k = tl.load(pad_ptr + C + head * D + offs_d)
-        pad_v = tl.load(pad_ptr + 2 * C + head * D + offs_d)
+        q_tok = tl.where(q_valid, ((qy + SHIFT) % H) * W + (qx + SHIFT) % W, 0)
+    else:
+        q_tok = tl.where(q_valid, qy * W + qx, 0)
+    # No masks on loads: a slot outside the image reads token 0 (its scores are -inf in
+    # the table past the window, and its output is never stored) or, for keys padding
+    # the image to a window multiple, the pad row (the qkv bias, as timm pads). Every
+    # row is then one unpredicated 16-byte-vector load.
+    q_rows = q_tok * ROW
+    q = tl.load(in_base + q_rows[:, None] + offs_d[None, :])
+    pad_base = pad_ptr + head * D
 
-    scale = 1.0 / tl.sqrt(D * 1.0)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, D], tl.float32)
-    for kb in range(0, N, BLOCK_N):
-        kj = kb + tl.arange(0, BLOCK_N)
-        k_in = kj < N
-        ky = wy * WS + kj // WS
-        kx = wx * WS + kj % WS
-        k_valid = k_in & (ky < H) & (kx < W)
-        k_tok = ((ky + SHIFT) % H) * W + (kx + SHIFT) % W
-        k_ptrs = in_base + k_tok[:, None] * (3 * C) + C + head * D + offs_d[None, :]
-        k = tl.load(k_ptrs, mask=k_valid[:, None], other=0.0)
-        v = tl.load(k_ptrs + C, mask=k_valid[:, None], other=0.0)
+    if KEY_BLOCKS == 1:
+        # The whole window is one key block: keys are the query slots (BLOCK_N == BLOCK_M).
         if HAS_PAD:
-            is_pad = (k_in & (k_valid == 0))[:, None]
-            k = tl.where(is_pad, pad_k[None, :].to(k.dtype), k)
-            v = tl.where(is_pad, pad_v[None, :].to(v.dtype), v)
-        if IEEE_FP32:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+            k_base = tl.multiple_of(tl.where(q_valid, in_base + q_rows, pad_base), 16)
         else:
-            s = tl.dot(q, tl.trans(k))
-        s = s * scale
-        bias = tl.load(
-            bias_ptr + head * (N * N) + qi[:, None] * N + kj[None, :], mask=q_in[:, None] & k_in[None, :], other=0.0
-        )
-        s = s + bias.to(tl.float32)
-        if SHIFT > 0:
-            k_reg = ((ky >= HP - WS).to(tl.int32) + (ky >= HP - SHIFT).to(tl.int32)) * 3 + (
-                (kx >= WP - WS).to(tl.int32) + (kx >= WP - SHIFT).to(tl.int32)
-            )
-            s = tl.where(q_reg[:, None] == k_reg[None, :], s, s + MASK)
-        s = tl.where(k_in[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
+            k_base = in_base + q_rows
+        k = tl.load(k_base[:, None] + C + offs_d[None, :])
+        v = tl.load(k_base[:, None] + 2 * C + offs_d[None, :])
+        # The table is the dot's accumulator: (q.k + table) * scale * log2(e).
+        t = tl.load(table_base + qi[:, None] * COLS + tl.arange(0, BLOCK_N)[None, :])
         if IEEE_FP32:
-            pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            s = tl.dot(q, tl.trans(k), t, input_precision="ieee")
         else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
-    out = acc / l_i[:, None]
-    tl.store(
-        out_base + q_tok[:, None] * C + head * D + offs_d[None, :], out.to(out_ptr.dtype.element_ty), mask=q_valid[:, None]
-    )
+            s = tl.dot(q, tl.trans(k), t)
+        s = s * QK_SCALE
+        m = tl.max(s, 1)
+        p = tl.exp2(s - m[:, None])
+        l_i = tl.sum(p, 1)
+        if IEEE_FP32:
+            acc = tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = tl.dot(p.to(v.dtype), v)
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D], tl.float32)
+        for kb in range(KEY_BLOCKS):
+            kj = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+            ky = wy * WS + kj // WS
+            kx = wx * WS + kj % WS
+            k_valid = (kj < N) & (ky < H) & (kx < W)
+            if SHIFT > 0:
+                k_tok = tl.where(k_valid, ((ky + SHIFT) % H) * W + (kx + SHIFT) % W, 0)
+            else:
+                k_tok = tl.where(k_valid, ky * W + kx, 0)
+            if HAS_PAD:
+                k_base = tl.multiple_of(tl.where(k_valid, in_base + k_tok * ROW, pad_base), 16)
+            else:
+                k_base = in_base + k_tok * ROW
+            k = tl.load(k_base[:, None] + C + offs_d[None, :])
+            v = tl.load(k_base[:, None] + 2 * C + offs_d[None, :])
+            t = tl.load(table_base + qi[:, None] * COLS + kj[None, :])
+            if IEEE_FP32:
+                s = tl.dot(q, tl.trans(k), t, input_precision="ieee")
+            else:
+                s = tl.dot(q, tl.trans(k), t)
+            s = s * QK_SCALE
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.exp2(s - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            if IEEE_FP32:
+                pv = tl.dot(p.to(v.dtype), v, input_precision="ieee")
+            else:
+                pv = tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + pv
+            m_i = m_new
+    # One reciprocal per row and a multiply per element: a full fp32 division per element
+    # costs about five instructions.
+    out = acc * (1.0 / l_i)[:, None]
+    tl.store(out_base + (q_tok * C)[:, None] + offs_d[None, :], out.to(out_ptr.dtype.element_ty), mask=q_valid[:, None])
 
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """Compile-time constants and grid of one geometry."""
+    """Compile-time tiles and grid of one geometry."""
 
-    block_m: int
-    block_n: int
-    num_warps: int
+    tiling: Tiling
     num_stages: int
-    query_blocks: int
+
+    @property
+    def block_m(self) -> int:
+        return self.tiling.block_m
+
+    @property
+    def block_n(self) -> int:
+        return self.tiling.block_n
+
+    @property
+    def num_warps(self) -> int:
+        return self.tiling.num_warps
+
+    @property
+    def query_blocks(self) -> int:
+        return self.tiling.query_blocks
 
     @property
     def key_blocks(self) -> int:
-        return self.query_blocks * self.block_m // self.block_n
+        return self.tiling.key_blocks
+
+    def programs_per_image(self, g: WindowGeometry) -> int:
+        return g.num_windows * self.query_blocks * g.num_heads
 
     def grid(self, g: WindowGeometry, batch: int) -> tuple[int, int, int]:
-        return (batch * g.num_windows * self.query_blocks, g.num_heads, 1)
+        return (batch * self.programs_per_image(g), 1, 1)
 
 
 def check_geometry(g: WindowGeometry, dtype: torch.dtype | None = None) -> None:
@@ -175,15 +217,9 @@ def check_geometry(g: WindowGeometry, dtype: torch.dtype | None = None) -> None:
 
 
 def launch_config(g: WindowGeometry) -> LaunchConfig:
-    n = g.tokens_per_window
-    block = max(16, min(64, triton_next_pow2(n)))
-    # Two pipeline stages keep shared memory <= 48 KiB for every supported geometry (three
-    # need 56 KiB at 16x16 windows): launchers that do not opt in to more can run it.
-    return LaunchConfig(block_m=block, block_n=block, num_warps=4, num_stages=2, query_blocks=-(-n // block))
-
-
-def triton_next_pow2(n: int) -> int:
-    return 1 << (max(n, 1) - 1).bit_length()
+    # One stage: the key loop of large windows is short, and software pipelining (cp.async
+    # into shared memory) cost registers and instructions without a measured gain.
+    return LaunchConfig(tiling(g), num_stages=1)
 
 
 def constexprs(g: WindowGeometry, cfg: LaunchConfig, *, has_pad: bool, ieee_fp32: bool) -> dict:
@@ -196,9 +232,10 @@ def constexprs(g: WindowGeometry, cfg: LaunchConfig, *, has_pad: bool, ieee_fp32
         "D": g.head_dim,
         "BLOCK_M": cfg.block_m,
         "BLOCK_N": cfg.block_n,
+        "KEY_BLOCKS": cfg.key_blocks,
         "HAS_PAD": has_pad,
         "IEEE_FP32": ieee_fp32,
-        "MASK": MASK_VALUE,
+        "QK_SCALE": g.scale * LOG2E,
     }
 
 
@@ -233,40 +270,46 @@ def kernel(interpret: bool | None = None):
     return _KERNELS[interpret]
 
 
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """The kernel reads every buffer with 16-byte vector loads (as compiled for TensorRT,
+    whose buffers are aligned): a view at an odd offset is copied first."""
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
 def window_attention_triton(
     qkv: torch.Tensor,
-    bias: torch.Tensor,
+    table: torch.Tensor,
     pad_qkv: torch.Tensor | None,
     geometry: WindowGeometry,
     *,
     interpret: bool | None = None,
 ) -> torch.Tensor:
-    """Launch the fused kernel: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` (same dtype)."""
+    """Launch the fused kernel: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` (same dtype).
+
+    ``table``: :func:`swinedge.ops.attention_table.attention_table` of the block's bias."""
     g = geometry
     check_geometry(g, qkv.dtype)
     expected = (g.height * g.width, 3 * g.dim)
     if qkv.dim() != 3 or tuple(qkv.shape[1:]) != expected:
         raise SwinedgeError(f"qkv must be [batch, {expected[0]}, {expected[1]}] for this geometry, got {list(qkv.shape)}")
-    n = g.tokens_per_window
-    if tuple(bias.shape) != (g.num_heads, n, n):
-        raise SwinedgeError(f"bias must be [{g.num_heads}, {n}, {n}], got {list(bias.shape)}")
+    if tuple(table.shape) != table_shape(g):
+        raise SwinedgeError(f"table must be {list(table_shape(g))} for this geometry, got {list(table.shape)}")
     if pad_qkv is not None and tuple(pad_qkv.shape) != (3 * g.dim,):
         raise SwinedgeError(f"pad_qkv must be [{3 * g.dim}], got {list(pad_qkv.shape)}")
     if interpret is None:
         interpret = interpreter_active()
     if not qkv.is_cuda and not interpret:
         raise SwinedgeError("the fused kernel runs on CUDA tensors (or on CPU under TRITON_INTERPRET=1)")
-    qkv = qkv.contiguous()
-    bias = bias.to(device=qkv.device, dtype=torch.float32).contiguous()
+    qkv = _aligned(qkv.contiguous())
+    table = _aligned(table.to(device=qkv.device, dtype=torch.float32).contiguous())
     needs_pad = g.padded_height != g.height or g.padded_width != g.width
     has_pad = needs_pad and pad_qkv is not None
-    pad = pad_qkv.to(device=qkv.device, dtype=qkv.dtype).contiguous() if has_pad else bias  # unused when not has_pad
+    pad = _aligned(pad_qkv.to(device=qkv.device, dtype=qkv.dtype).contiguous()) if has_pad else qkv  # unused when not has_pad
     out = torch.empty(qkv.shape[0], g.height * g.width, g.dim, device=qkv.device, dtype=qkv.dtype)
     if qkv.shape[0] == 0:
         return out
     cfg = launch_config(g)
-    grid = cfg.grid(g, qkv.shape[0])
     kern = kernel(interpret)
     consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=qkv.dtype == torch.float32)
-    kern[grid[:2]](qkv, bias, pad, out, **consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    kern[cfg.grid(g, qkv.shape[0])](qkv, table, pad, out, **consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out

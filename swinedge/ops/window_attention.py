@@ -69,10 +69,13 @@ def relative_position_index(window: int) -> torch.Tensor:
     return rel[0] * (2 * window - 1) + rel[1]
 
 
-def relative_position_bias(table: torch.Tensor, window: int) -> torch.Tensor:
-    """``[(2w-1)^2, heads]`` table -> ``[heads, N, N]`` bias."""
+def relative_position_bias(table: torch.Tensor, window: int, index: torch.Tensor | None = None) -> torch.Tensor:
+    """``[(2w-1)^2, heads]`` table -> ``[heads, N, N]`` bias. ``index``: the flattened
+    :func:`relative_position_index` already on the table's device (a model keeps it as a
+    buffer, so forward never copies it from the host)."""
     n = window * window
-    index = relative_position_index(window).to(table.device).reshape(-1)
+    if index is None:
+        index = relative_position_index(window).to(table.device).reshape(-1)
     return table[index].reshape(n, n, -1).permute(2, 0, 1).contiguous()
 
 
@@ -120,6 +123,36 @@ def window_reverse(windows: torch.Tensor, window: int, height: int, width: int, 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
 
 
+def partition_qkv(qkv: torch.Tensor, pad_qkv: torch.Tensor | None, g: WindowGeometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[B, H*W, 3C]`` -> q, k, v of every window, each ``[B*nW, heads, N, hd]``: cyclic
+    shift, padding with the qkv bias (as timm pads before the projection), partition."""
+    x = qkv.reshape(-1, g.height, g.width, 3 * g.dim)  # -1: only the batch is dynamic
+    if g.shift:
+        x = torch.roll(x, shifts=(-g.shift, -g.shift), dims=(1, 2))
+    pad_h, pad_w = g.padded_height - g.height, g.padded_width - g.width
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if pad_qkv is not None:
+            valid = torch.zeros(1, g.padded_height, g.padded_width, 1, dtype=x.dtype, device=x.device)
+            valid[:, : g.height, : g.width] = 1
+            x = x + (1 - valid) * pad_qkv.to(x.dtype)
+    n = g.tokens_per_window
+    windows = window_partition(x, g.window, g.padded_height, g.padded_width, 3 * g.dim).reshape(-1, n, 3, g.num_heads, g.head_dim)
+    q, k, v = windows.permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v
+
+
+def reverse_windows(out: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
+    """``[B*nW, heads, N, hd]`` -> ``[B, H*W, C]`` in natural token order (inverse of
+    :func:`partition_qkv`: window reverse, crop, reverse shift)."""
+    out = out.transpose(1, 2).reshape(-1, g.window, g.window, g.dim)
+    out = window_reverse(out, g.window, g.padded_height, g.padded_width, g.dim)
+    out = out[:, : g.height, : g.width]
+    if g.shift:
+        out = torch.roll(out, shifts=(g.shift, g.shift), dims=(1, 2))
+    return out.reshape(-1, g.height * g.width, g.dim)
+
+
 def window_attention_reference(
     qkv: torch.Tensor,
     bias: torch.Tensor,
@@ -141,19 +174,8 @@ def window_attention_reference(
         ``[B, H*W, C]`` attention output (before the output projection).
     """
     g = geometry
-    x = qkv.reshape(-1, g.height, g.width, 3 * g.dim)  # -1: only the batch is dynamic
-    if g.shift:
-        x = torch.roll(x, shifts=(-g.shift, -g.shift), dims=(1, 2))
-    pad_h, pad_w = g.padded_height - g.height, g.padded_width - g.width
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        if pad_qkv is not None:
-            valid = torch.zeros(1, g.padded_height, g.padded_width, 1, dtype=x.dtype, device=x.device)
-            valid[:, : g.height, : g.width] = 1
-            x = x + (1 - valid) * pad_qkv.to(x.dtype)
     n = g.tokens_per_window
-    windows = window_partition(x, g.window, g.padded_height, g.padded_width, 3 * g.dim).reshape(-1, n, 3, g.num_heads, g.head_dim)
-    q, k, v = windows.permute(2, 0, 3, 1, 4).unbind(0)  # each [B*nW, heads, N, hd]
+    q, k, v = partition_qkv(qkv, pad_qkv, g)
     attn = (q * g.scale) @ k.transpose(-2, -1)
     attn = attn + bias.to(attn.dtype).unsqueeze(0)
     if g.shift:
@@ -163,9 +185,4 @@ def window_attention_reference(
         attn = attn.reshape(-1, nw, g.num_heads, n, n) + mask.to(attn.dtype)[None, :, None]
         attn = attn.reshape(-1, g.num_heads, n, n)
     attn = attn.softmax(dim=-1)
-    out = (attn @ v).transpose(1, 2).reshape(-1, g.window, g.window, g.dim)
-    out = window_reverse(out, g.window, g.padded_height, g.padded_width, g.dim)
-    out = out[:, : g.height, : g.width]
-    if g.shift:
-        out = torch.roll(out, shifts=(g.shift, g.shift), dims=(1, 2))
-    return out.reshape(-1, g.height * g.width, g.dim)
+    return reverse_windows(attn @ v, g)

@@ -61,7 +61,7 @@ def _scalar(attr: npt.NDArray[np.int32]) -> int:
 @trtp.register(PLUGIN_ID)
 def _window_attention_desc(
     qkv: trtp.TensorDesc,
-    bias: trtp.TensorDesc,
+    table: trtp.TensorDesc,
     pad_qkv: trtp.TensorDesc,
     height: npt.NDArray[np.int32],
     width: npt.NDArray[np.int32],
@@ -81,7 +81,7 @@ def _window_attention_desc(
 @trtp.aot_impl(PLUGIN_ID)
 def _window_attention_aot(
     qkv: trtp.TensorDesc,
-    bias: trtp.TensorDesc,
+    table: trtp.TensorDesc,
     pad_qkv: trtp.TensorDesc,
     height: npt.NDArray[np.int32],
     width: npt.NDArray[np.int32],
@@ -94,7 +94,7 @@ def _window_attention_aot(
 ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
     g = WindowGeometry(*(_scalar(a) for a in (height, width, window, shift, num_heads, head_dim)))
     problem = plugin_io_error(
-        _dtype_name(qkv.dtype), _dtype_name(bias.dtype), _dtype_name(pad_qkv.dtype), _dtype_name(outputs[0].dtype)
+        _dtype_name(qkv.dtype), _dtype_name(table.dtype), _dtype_name(pad_qkv.dtype), _dtype_name(outputs[0].dtype)
     )
     if problem:
         # Raised inside TensorRT's build: the message reaches the user through its log.
