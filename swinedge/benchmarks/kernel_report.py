@@ -222,7 +222,7 @@ def analyze(g: WindowGeometry, cc: int, dtype: str = "float16") -> KernelStats:
         warp_instructions_per_window_head=programs * (threads // 32) * per_thread,
     )  # fmt: skip
     elem = {"float16": 2, "bfloat16": 2, "float32": 4}[dtype]
-    per_program = cfg.block_m * g.head_dim * elem * 2 + cfg.key_blocks * cfg.block_n * g.head_dim * elem * 2 + cfg.block_m * cfg.tiling.cols * 4
+    per_program = cfg.block_m * g.head_dim * elem * 2 + cfg.key_blocks * cfg.block_n * g.head_dim * elem * 2 + cfg.block_m * cfg.cols * 4
     s.l2_bytes_per_window_head = programs * per_program
     s.model = roofline(g, s, elem)
     return s

@@ -17,7 +17,7 @@ interpreter on CPU (tests), and compiled ahead of time to PTX for the TensorRT p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -164,31 +164,10 @@ def _kernel(
 
 
 @dataclass(frozen=True)
-class LaunchConfig:
-    """Compile-time tiles and grid of one geometry."""
+class LaunchConfig(Tiling):
+    """The tiles of one geometry, plus what the launch needs beyond them."""
 
-    tiling: Tiling
-    num_stages: int
-
-    @property
-    def block_m(self) -> int:
-        return self.tiling.block_m
-
-    @property
-    def block_n(self) -> int:
-        return self.tiling.block_n
-
-    @property
-    def num_warps(self) -> int:
-        return self.tiling.num_warps
-
-    @property
-    def query_blocks(self) -> int:
-        return self.tiling.query_blocks
-
-    @property
-    def key_blocks(self) -> int:
-        return self.tiling.key_blocks
+    num_stages: int = 1
 
     def programs_per_image(self, g: WindowGeometry) -> int:
         return g.num_windows * self.query_blocks * g.num_heads
@@ -219,7 +198,7 @@ def check_geometry(g: WindowGeometry, dtype: torch.dtype | None = None) -> None:
 def launch_config(g: WindowGeometry) -> LaunchConfig:
     # One stage: the key loop of large windows is short, and software pipelining (cp.async
     # into shared memory) cost registers and instructions without a measured gain.
-    return LaunchConfig(tiling(g), num_stages=1)
+    return LaunchConfig(**asdict(tiling(g)), num_stages=1)
 
 
 def constexprs(g: WindowGeometry, cfg: LaunchConfig, *, has_pad: bool, ieee_fp32: bool) -> dict:
