@@ -15,8 +15,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from swinedge.data import tile_batch
 from swinedge.errors import SwinedgeError
 from swinedge.runners import Runner
+
+__all__ = ["benchmark_artifacts", "percentile", "summarize", "tile_batch", "time_runner", "write_report"]
 
 
 @dataclass
@@ -125,19 +128,6 @@ class RunnerResult:
         }
 
 
-def tile_batch(images: np.ndarray, batch: int) -> np.ndarray:
-    """``batch`` images, cycling through ``images`` when there are fewer."""
-    reps = -(-batch // len(images))
-    return np.ascontiguousarray(np.concatenate([images] * reps)[:batch])
-
-
-def _engine_batch_limit(runner: Runner) -> tuple[int, int] | None:
-    profile = getattr(runner, "manifest", {}).get("profile") if hasattr(runner, "manifest") else None
-    if profile:
-        return profile["min"][0], profile["max"][0]
-    return None
-
-
 def benchmark_artifacts(
     artifacts: list[str],
     *,
@@ -217,9 +207,8 @@ def benchmark_artifacts(
             continue
         try:
             say(f"{runner.name}: accuracy")
-            limit = _engine_batch_limit(runner)
-            acc_batch = min(32, limit[1]) if limit else 32
-            logits = run_batches(runner, images.images, acc_batch)
+            limit = runner.batch_range
+            logits = run_batches(runner, images.images, 32)
             c = compare_logits(ref_logits, logits, images.labels)
             accuracy = {
                 "top1_agreement": c.top1_agreement,
@@ -236,7 +225,8 @@ def benchmark_artifacts(
                 torch.cuda.reset_peak_memory_stats()
             for b in batches:
                 if limit and not limit[0] <= b <= limit[1]:
-                    skipped_notes.append(f"{artifact}: batch {b} outside the engine profile {limit[0]}..{limit[1]}")
+                    accepted = f"its fixed batch {limit[0]}" if limit[0] == limit[1] else f"its profile {limit[0]}..{limit[1]}"
+                    skipped_notes.append(f"{artifact}: batch {b} is outside {accepted}")
                     continue
                 say(f"{runner.name}: batch {b}")
                 stats.append(time_runner(runner, tile_batch(images.images, b), iters=iters, warmup=warmup, on_iter=on_iter))
@@ -248,6 +238,9 @@ def benchmark_artifacts(
             runner.close()
     if not cuda:
         skipped_notes.append("no CUDA GPU: TensorRT engines and GPU runners skipped; torch and onnxruntime ran on CPU")
+    if not any(r.latency for r in results):
+        first = skipped_notes[0] if skipped_notes else "no artifact could run"
+        raise SwinedgeError(f"nothing was benchmarked: {first}")
     return {
         "device": device,
         "gpu": torch.cuda.get_device_name() if cuda else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
@@ -44,7 +45,9 @@ def user_errors(fn: F) -> F:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err.print("interrupted: nothing was written")
+            # Outputs are written atomically and scratch folders are removed on the way
+            # out: an interrupted command leaves no partial file behind.
+            err.print("interrupted")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -205,7 +208,7 @@ def quantize(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Quantize an FP32 graph to INT8/FP8 (calibrated Q/DQ) or FP16 (AutoCast)."""
-    from swinedge.quantize import QuantizeOptions, calibration_set_for, quantize_onnx
+    from swinedge.quantize import QuantizeOptions, calibration_set_for, check_output, quantize_onnx
 
     opts = QuantizeOptions(
         precision=precision,
@@ -222,6 +225,7 @@ def quantize(
     opts.validate()
     from swinedge.export import load_onnx
 
+    check_output(onnx_path, out_path, opts)
     load_onnx(onnx_path)
     with err.status("loading calibration images"):
         images = calibration_set_for(onnx_path, calib, calib_size, seed, warn, preprocess_overrides(resize, interpolation, mean, std))
@@ -347,8 +351,10 @@ def benchmark(
 ) -> None:
     """Latency (median, p90, p99, throughput), peak GPU memory and accuracy of each artifact against the float torch model."""
     from swinedge.bench import benchmark_artifacts, write_report
+    from swinedge.io import check_output_folder
 
     batches = _int_list(batch, "--batch")
+    check_output_folder(out_dir, *artifacts, data, reference)
     with progress_bar("benchmarking", None) as advance:
         report = benchmark_artifacts(
             artifacts,
@@ -445,8 +451,24 @@ def run_cmd(
     out.print(f"report: {summary['files']['report']} (+ report.json, latency.png)", highlight=False, markup=False)
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temp folders and partial files are cleaned up."""
+    raise KeyboardInterrupt
+
+
 def run() -> None:  # console-script entry point
-    app()
+    import gc
+
+    from swinedge.io import private_workspace
+
+    signal.signal(signal.SIGTERM, _terminated)
+    # The whole command gets a private temp dir: what libraries leave there (ONNX Runtime
+    # writes a session marker when its sessions are destroyed) goes when the command ends.
+    with private_workspace("swinedge-run-"):
+        try:
+            app()
+        finally:
+            gc.collect()  # destroy library sessions while the private temp dir is current
 
 
 if __name__ == "__main__":

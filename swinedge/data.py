@@ -311,3 +311,8 @@ def load_image_set(
         preprocess,
     )
 
+
+def tile_batch(images: np.ndarray, batch: int) -> np.ndarray:
+    """``batch`` images, cycling through ``images`` when there are fewer."""
+    reps = -(-batch // len(images))
+    return np.ascontiguousarray(np.concatenate([images] * reps)[:batch])

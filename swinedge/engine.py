@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from swinedge.errors import MissingDependencyError, SwinedgeError
-from swinedge.io import sha256_file, write_bytes_atomic
+from swinedge.io import refuse_output_over_input, sha256_file, write_bytes_atomic
 from swinedge.manifest import manifest_path, write_artifact_with_manifest
 
 ENGINE_SUFFIXES = (".plan", ".engine")
@@ -269,6 +269,9 @@ def build_engine(
     out = Path(out)
     if out.suffix not in ENGINE_SUFFIXES:
         raise SwinedgeError(f"--out {out}: use a file name ending in .plan or .engine")
+    refuse_output_over_input(out, onnx_path, opts.timing_cache)
+    if opts.timing_cache is not None:
+        refuse_output_over_input(opts.timing_cache, onnx_path, flag="--timing-cache")
     proto = load_onnx(onnx_path)
     info = onnx_info(onnx_path, proto)
     trt = require_tensorrt()

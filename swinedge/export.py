@@ -15,8 +15,8 @@ import onnx
 import torch
 
 from swinedge.errors import SwinedgeError
-from swinedge.io import atomic_path, require_file
-from swinedge.manifest import manifest_path, read_manifest, write_manifest
+from swinedge.io import refuse_output_over_input, require_file
+from swinedge.manifest import artifact_with_manifest, manifest_path, read_manifest
 from swinedge.models import SwinTransformer, load_model
 
 INPUT_NAME = "input"
@@ -65,6 +65,8 @@ def export_onnx(
     out = Path(out)
     if out.suffix != ".onnx":
         raise SwinedgeError(f"--out {out}: use a file name ending in .onnx")
+    if not isinstance(source, SwinTransformer):
+        refuse_output_over_input(out, source)
     if attention not in ATTENTION_MODES:
         raise SwinedgeError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, got '{attention}'")
     if not 14 <= opset <= 21:
@@ -86,7 +88,8 @@ def export_onnx(
     dummy = torch.randn(n, cfg.in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
     dynamic_axes = None if static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     start = time.perf_counter()
-    with atomic_path(out) as tmp:
+    with artifact_with_manifest("onnx", out) as pending:
+        tmp = pending.path
         with context, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about Python ints
             torch.onnx.export(
@@ -116,21 +119,20 @@ def export_onnx(
             expected = model(dummy).numpy()
         got = run_onnx_cpu(tmp, dummy.numpy(), attention == "plugin")
         max_abs = float(np.abs(got - expected).max())
-    manifest = write_manifest(
-        "onnx",
-        out,
-        model=info["model"],
-        config=cfg.to_dict(),
-        source=info.get("source"),
-        precision="fp32",
-        attention=attention,
-        batch="dynamic" if static_batch is None else static_batch,
-        opset=opset,
-        input={"name": INPUT_NAME, "shape": ["batch" if static_batch is None else static_batch, cfg.in_chans, cfg.img_size, cfg.img_size]},
-        output={"name": OUTPUT_NAME, "classes": cfg.num_classes},
-        preprocess=preprocess_spec(cfg.img_size),
-        parity={"runtime": "onnxruntime-cpu", "batch": n, "max_abs_err": max_abs},
-    )
+        pending.fields.update(
+            model=info["model"],
+            config=cfg.to_dict(),
+            source=info.get("source"),
+            precision="fp32",
+            attention=attention,
+            batch="dynamic" if static_batch is None else static_batch,
+            opset=opset,
+            input={"name": INPUT_NAME, "shape": ["batch" if static_batch is None else static_batch, cfg.in_chans, cfg.img_size, cfg.img_size]},
+            output={"name": OUTPUT_NAME, "classes": cfg.num_classes},
+            preprocess=preprocess_spec(cfg.img_size),
+            parity={"runtime": "onnxruntime-cpu", "batch": n, "max_abs_err": max_abs},
+        )
+    manifest = pending.manifest
     return ExportResult(out, manifest_path(out), max_abs, seconds, manifest)
 
 

@@ -48,8 +48,10 @@ def atomic_paths(*targets: str | os.PathLike[str]) -> Iterator[list[Path]]:
 
 @contextlib.contextmanager
 def _temp_beside(target: Path) -> Iterator[Path]:
-    """A temporary file beside ``target`` (removed on exit unless renamed away)."""
+    """A temporary file beside ``target`` (removed on exit unless renamed away). Folders
+    created for it are removed again when nothing was written into them."""
     parent = target.parent
+    created = [p for p in [parent, *parent.parents] if not p.exists()]
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -72,6 +74,9 @@ def _temp_beside(target: Path) -> Iterator[Path]:
         raise SwinedgeError(f"cannot write {target}: {e.strerror or e}") from None
     finally:
         tmp_path.unlink(missing_ok=True)
+        for folder in created:  # deepest first; only the ones still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:
@@ -90,6 +95,68 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def refuse_output_over_input(out: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None, flag: str = "--out") -> None:
+    """Refuse, before any work, an output that is one of the inputs or lies inside an
+    input folder: the user's inputs are never written."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given)
+        if not source.exists():  # a variant name, or a missing file reported elsewhere
+            continue
+        src = source.resolve()
+        if target == src or (target.exists() and os.path.samefile(target, src)):
+            raise SwinedgeError(f"{flag} {out} is the input {given}: choose another output path (inputs are never overwritten)")
+        if src.is_dir() and target.is_relative_to(src):
+            raise SwinedgeError(f"{flag} {out} is inside the input folder {given}: write outputs elsewhere")
+
+
+def check_output_folder(out_dir: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> Path:
+    """Validate a report/output folder before any work: not a file, not an input or
+    inside one, and creatable (its nearest existing parent is a writable folder). The
+    folder itself is created only when there is something complete to put in it."""
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise SwinedgeError(f"--out {out_dir} is a file: give a folder for the outputs")
+    refuse_output_over_input(folder, *inputs)
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SwinedgeError(f"--out {out_dir}: cannot create or write in {parent} (check its permissions)")
+    return folder
+
+
+@contextlib.contextmanager
+def private_workspace(prefix: str = "swinedge-") -> Iterator[Path]:
+    """A private temporary folder, removed on every exit path (error, Ctrl-C, SIGTERM via
+    the CLI's handler). Libraries called inside get it as their temp dir too, so what
+    they leave behind (modelopt's shape-inferred copies, tmp*.onnx) goes with it."""
+    previous_tempdir, previous_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as folder:
+        tempfile.tempdir = folder
+        os.environ["TMPDIR"] = folder
+        try:
+            yield Path(folder)
+        finally:
+            tempfile.tempdir = previous_tempdir
+            if previous_env is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = previous_env
+
+
+def private_copy(path: str | os.PathLike[str], folder: Path) -> Path:
+    """A copy of an input in ``folder``: what a library is given, so it can never write
+    the user's file (modelopt writes shape-inferred models beside its input)."""
+    import shutil
+
+    copy = folder / f"input{Path(path).suffix}"
+    shutil.copyfile(path, copy)
+    return copy
 
 
 def require_file(path: str | os.PathLike[str], what: str = "file") -> Path:

@@ -9,18 +9,25 @@ not fit. The suffix is appended (``model.onnx.json``) rather than replaced so th
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
-import hashlib
 import json
+from dataclasses import dataclass
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from swinedge.errors import SwinedgeError
-from swinedge.io import atomic_paths, sha256_file, write_json_atomic
+from swinedge.io import atomic_paths, sha256_file
 
 MANIFEST_FORMAT = 1
+# What to run when an artifact no longer matches its manifest.
+REBUILD = {
+    "checkpoint": "rebuild it with swinedge build",
+    "onnx": "re-create it with swinedge export (or swinedge quantize)",
+    "tensorrt-engine": "rebuild it with swinedge build-engine",
+}
 _TRACKED_PACKAGES = ("swinedge", "torch", "onnx", "onnxruntime", "nvidia-modelopt", "triton", "tensorrt", "timm")
 
 
@@ -52,23 +59,38 @@ def build_manifest(kind: str, artifact: str | Path, *, sha256: str | None = None
     }
 
 
-def write_manifest(kind: str, artifact: str | Path, **fields: Any) -> dict[str, Any]:
-    """Hash ``artifact`` and write its manifest atomically; returns the manifest."""
-    manifest = build_manifest(kind, artifact, **fields)
-    write_json_atomic(manifest_path(artifact), manifest)
-    return manifest
+@dataclass
+class PendingArtifact:
+    """An artifact being written: its temporary path and the manifest fields to record."""
+
+    path: Path
+    fields: dict[str, Any]
+    manifest: dict[str, Any] | None = None  # set once both files are in place
+
+
+@contextlib.contextmanager
+def artifact_with_manifest(kind: str, artifact: str | Path) -> Iterator[PendingArtifact]:
+    """Write an artifact and its manifest as one unit: both or neither.
+
+    The caller writes the artifact to ``pending.path`` and fills ``pending.fields``; on
+    success the manifest (with the artifact's hash) and the artifact are renamed into
+    place, manifest first: an interruption between the two renames leaves a manifest
+    whose hash names no file, never an artifact nobody describes."""
+    artifact = Path(artifact)
+    with atomic_paths(manifest_path(artifact), artifact) as (tmp_manifest, tmp_artifact):
+        pending = PendingArtifact(tmp_artifact, {})
+        yield pending
+        manifest = build_manifest(kind, artifact, sha256=sha256_file(tmp_artifact), **pending.fields)
+        tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    pending.manifest = manifest
 
 
 def write_artifact_with_manifest(kind: str, artifact: str | Path, data: bytes, **fields: Any) -> dict[str, Any]:
-    """Write ``data`` to ``artifact`` and its manifest as one unit: both or neither.
-
-    The manifest is renamed into place first: an interruption between the two renames
-    leaves a manifest whose hash names no file, never an artifact nobody describes."""
-    manifest = build_manifest(kind, artifact, sha256=hashlib.sha256(data).hexdigest(), **fields)
-    with atomic_paths(manifest_path(artifact), artifact) as (tmp_manifest, tmp_artifact):
-        tmp_artifact.write_bytes(data)
-        tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    """Write ``data`` to ``artifact`` and its manifest as one unit (see :func:`artifact_with_manifest`)."""
+    with artifact_with_manifest(kind, artifact) as pending:
+        pending.path.write_bytes(data)
+        pending.fields.update(fields)
+    return pending.manifest
 
 
 def read_manifest(artifact: str | Path, *, required: bool = False) -> dict[str, Any] | None:
@@ -83,4 +105,7 @@ def read_manifest(artifact: str | Path, *, required: bool = False) -> dict[str, 
         raise SwinedgeError(f"manifest {path} is not valid JSON ({e}): delete it and rebuild the artifact") from None
     if not isinstance(data, dict) or "kind" not in data:
         raise SwinedgeError(f"manifest {path} is not a swinedge manifest: delete it and rebuild the artifact")
+    if data.get("sha256") and Path(artifact).is_file() and sha256_file(artifact) != data["sha256"]:
+        redo = REBUILD.get(data["kind"], "rebuild it with swinedge")
+        raise SwinedgeError(f"{artifact} does not match its manifest {path.name} (changed or half-copied since swinedge wrote it): {redo}")
     return data

@@ -132,7 +132,9 @@ def run_pipeline(
     from swinedge.models import build_checkpoint
 
     say = status or (lambda _m: None)
-    out_dir = Path(out_dir)
+    from swinedge.io import check_output_folder
+
+    out_dir = check_output_folder(out_dir, weights, calib, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
     batches = batches or ([1, 8, 32] if cuda else [1, 8])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import onnx
 
-from swinedge.data import ImageSet, Preprocess, load_image_set
+from swinedge.data import ImageSet, Preprocess, load_image_set, tile_batch
 from swinedge.defaults import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION
 from swinedge.errors import MissingDependencyError, SwinedgeError
 from swinedge.export import load_onnx, onnx_info
-from swinedge.io import atomic_path, sha256_file
-from swinedge.manifest import manifest_path, write_manifest
+from swinedge.io import private_copy, private_workspace, refuse_output_over_input, sha256_file
+from swinedge.manifest import artifact_with_manifest, manifest_path
 
 PRECISIONS = ("int8", "fp8", "fp16")
 METHODS = ("entropy", "max")
@@ -62,14 +62,22 @@ class QuantizeOptions:
             raise SwinedgeError(
                 f"--high-precision-dtype must be fp16 (TensorRT graphs) or fp32 (CPU verification), got '{self.high_precision_dtype}'"
             )
-        if self.calib_size < 1:
-            raise SwinedgeError(f"--calib-size must be >= 1, got {self.calib_size}")
+        if not 1 <= self.calib_size <= MAX_CALIB_SIZE:
+            raise SwinedgeError(
+                f"--calib-size must be 1..{MAX_CALIB_SIZE}, got {self.calib_size} (PTQ calibration settles within a few hundred images)"
+            )
+        if not 1 <= self.calib_batch <= MAX_CALIB_SIZE:
+            raise SwinedgeError(f"calibration batch must be 1..{MAX_CALIB_SIZE}, got {self.calib_batch}")
 
     @property
     def kept_op_types(self) -> tuple[str, ...]:
         if self.keep_high_precision is not None:
             return self.keep_high_precision
         return DEFAULT_KEEP_FP32_FOR_FP16 if self.precision == "fp16" else DEFAULT_KEEP_HIGH_PRECISION
+
+
+# Calibration images are held in memory while modelopt calibrates (1.65 MB each at 224).
+MAX_CALIB_SIZE = 4096
 
 
 @dataclass
@@ -84,8 +92,13 @@ class QuantizeResult:
 class _ProgressReader:
     """ONNX Runtime calibration reader that reports each batch it hands out."""
 
-    def __init__(self, images: np.ndarray, input_name: str, batch: int, on_batch: Callable[[int], None] | None):
-        self._batches = [images[i : i + batch] for i in range(0, len(images), batch)]
+    def __init__(
+        self, images: np.ndarray, input_name: str, batch: int, on_batch: Callable[[int], None] | None, *, fixed: bool = False
+    ):
+        # A graph exported with a fixed batch takes exactly that many images: the last
+        # batch is filled up with repeats of its own images.
+        chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
+        self._batches = [tile_batch(c, batch) if fixed else c for c in chunks]
         self._input = input_name
         self._on_batch = on_batch
         self._it: Iterator[np.ndarray] = iter(self._batches)
@@ -107,6 +120,12 @@ class _ProgressReader:
 
     def __len__(self) -> int:
         return len(self._batches)
+
+
+def fixed_batch(proto: onnx.ModelProto) -> int | None:
+    """The batch a graph was exported with, or None when it is dynamic."""
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
 
 
 def _import_modelopt():
@@ -159,6 +178,15 @@ def calibration_set_for(
     return load_image_set(calib, preprocess, size=size, seed=seed, warn=warn)
 
 
+def check_output(onnx_path: str | Path, out: str | Path, opts: QuantizeOptions) -> Path:
+    """The output path, checked before any work: an .onnx that is none of the inputs."""
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise SwinedgeError(f"--out {out}: use a file name ending in .onnx")
+    refuse_output_over_input(out, onnx_path, opts.calib)
+    return out
+
+
 def quantize_onnx(
     onnx_path: str | Path,
     out: str | Path,
@@ -171,9 +199,7 @@ def quantize_onnx(
     """Quantize an exported FP32 graph; writes ``out`` and its manifest atomically."""
     opts = options or QuantizeOptions()
     opts.validate()
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise SwinedgeError(f"--out {out}: use a file name ending in .onnx")
+    out = check_output(onnx_path, out, opts)
     proto = load_onnx(onnx_path)
     info = onnx_info(onnx_path, proto)
     if info.get("precision") not in ("fp32", "unknown"):
@@ -184,23 +210,28 @@ def quantize_onnx(
             "--attention plugin); the plugin is substituted after quantization"
         )
     input_name = proto.graph.input[0].name
+    fixed = fixed_batch(proto)
+    calib_batch = fixed or opts.calib_batch
     mo_quantize, convert_to_mixed_precision = _import_modelopt()
     if images is None:
         images = calibration_set_for(onnx_path, opts.calib, opts.calib_size, opts.seed, warn)
     start = time.perf_counter()
-    with atomic_path(out) as tmp, tempfile.TemporaryDirectory(prefix="swinedge-calib-") as scratch:
+    # modelopt gets a private copy of the input and writes into the private folder only.
+    with artifact_with_manifest("onnx", out) as pending, private_workspace("swinedge-quantize-") as scratch:
+        tmp = pending.path
+        source = private_copy(onnx_path, scratch)
         if opts.precision == "fp16":
             with _quiet():
                 model = convert_to_mixed_precision(
-                    str(onnx_path),
+                    str(source),
                     low_precision_type="fp16",
                     op_types_to_exclude=list(opts.kept_op_types) or None,
                     keep_io_types=True,
-                    calibration_data=_npz_of(images.images[: opts.calib_batch], input_name, Path(scratch)),
+                    calibration_data=_npz_of(tile_batch(images.images[:calib_batch], calib_batch) if fixed else images.images[:calib_batch], input_name, scratch),
                     providers=["cpu"],
                 )
             if on_batch is not None:
-                on_batch(min(len(images), opts.calib_batch))
+                on_batch(min(len(images), calib_batch))
             onnx.save(model, str(tmp))
         else:
             excluded_nodes = []
@@ -208,10 +239,10 @@ def quantize_onnx(
                 excluded_nodes.append(PATCH_EMBED_PATTERN)
             if not opts.quantize_head:
                 excluded_nodes.append(HEAD_PATTERN)
-            reader = _ProgressReader(images.images, input_name, opts.calib_batch, on_batch)
+            reader = _ProgressReader(images.images, input_name, calib_batch, on_batch, fixed=fixed is not None)
             with _quiet():
                 mo_quantize(
-                    str(onnx_path),
+                    str(source),
                     quantize_mode=opts.precision,
                     calibration_data_reader=reader,
                     calibration_method=opts.method,
@@ -220,46 +251,47 @@ def quantize_onnx(
                     nodes_to_exclude=excluded_nodes or None,
                     high_precision_dtype=opts.high_precision_dtype,
                     disable_mha_qdq=not opts.quantize_attention_matmuls,
-                    output_path=str(tmp),
+                    output_path=str(scratch / "quantized.onnx"),
                     opset=max(FP8_MIN_OPSET, _opset(proto)) if opts.precision == "fp8" else None,
                     # CPU calibration logs a harmless NVML "error"; real failures raise.
                     log_level="CRITICAL",
                 )
-            if not tmp.exists() or tmp.stat().st_size == 0:
+            written = scratch / "quantized.onnx"
+            if not written.exists() or written.stat().st_size == 0:
                 raise SwinedgeError("modelopt wrote no output graph; rerun with a smaller --calib-size to see its log")
+            shutil.move(str(written), str(tmp))
         quantized = onnx.load(str(tmp))
         onnx.checker.check_model(quantized)
-    seconds = time.perf_counter() - start
-    calibration = {
-        **images.describe(),
-        "method": opts.method if opts.precision != "fp16" else "autocast",
-        "seed": opts.seed,
-    }
-    base = info if isinstance(info, dict) else {}
-    manifest = write_manifest(
-        "onnx",
-        out,
-        model=base.get("model"),
-        config=base.get("config"),
-        source={"file": Path(onnx_path).name, "sha256": sha256_file(onnx_path)},
-        precision=opts.precision,
-        attention="native",
-        batch=base.get("batch"),
-        opset=base.get("opset"),
-        input=base.get("input"),
-        output=base.get("output"),
-        preprocess=base.get("preprocess"),
-        quantization={
-            "tool": "modelopt.onnx.autocast" if opts.precision == "fp16" else "modelopt.onnx.quantization",
-            "keep_high_precision": list(opts.kept_op_types),
-            "quantize_patch_embed": opts.quantize_patch_embed,
-            "quantize_head": opts.quantize_head,
-            "quantize_attention_matmuls": opts.quantize_attention_matmuls,
-            "high_precision_dtype": opts.high_precision_dtype if opts.precision != "fp16" else "fp16",
-            "calibration": calibration,
-            "seconds": round(seconds, 2),
-        },
-    )
+        seconds = time.perf_counter() - start
+        calibration = {
+            **images.describe(),
+            "method": opts.method if opts.precision != "fp16" else "autocast",
+            "seed": opts.seed,
+        }
+        base = info if isinstance(info, dict) else {}
+        pending.fields.update(
+            model=base.get("model"),
+            config=base.get("config"),
+            source={"file": Path(onnx_path).name, "sha256": sha256_file(onnx_path)},
+            precision=opts.precision,
+            attention="native",
+            batch=base.get("batch"),
+            opset=base.get("opset"),
+            input=base.get("input"),
+            output=base.get("output"),
+            preprocess=base.get("preprocess"),
+            quantization={
+                "tool": "modelopt.onnx.autocast" if opts.precision == "fp16" else "modelopt.onnx.quantization",
+                "keep_high_precision": list(opts.kept_op_types),
+                "quantize_patch_embed": opts.quantize_patch_embed,
+                "quantize_head": opts.quantize_head,
+                "quantize_attention_matmuls": opts.quantize_attention_matmuls,
+                "high_precision_dtype": opts.high_precision_dtype if opts.precision != "fp16" else "fp16",
+                "calibration": calibration,
+                "seconds": round(seconds, 2),
+            },
+        )
+    manifest = pending.manifest
     return QuantizeResult(out, manifest_path(out), seconds, calibration, manifest)
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from swinedge.data import ImageSet, Preprocess, load_image_set
+from swinedge.data import ImageSet, Preprocess, load_image_set, tile_batch
 from swinedge.defaults import MAX_TOP1_DROP, MIN_COSINE
 from swinedge.errors import SwinedgeError
 from swinedge.runners import Runner, open_runner
@@ -63,11 +63,21 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, labels: np.ndar
 
 
 def run_batches(runner: Runner, images: np.ndarray, batch: int, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """Logits of every image, ``batch`` at a time, within the batches the runner accepts
+    (a fixed-batch graph or an engine profile): a short last chunk is filled up with
+    repeats of its images, whose outputs are dropped."""
+    limits = runner.batch_range
+    if limits is not None:
+        batch = min(max(batch, limits[0]), limits[1])
     outs = []
     for i in range(0, len(images), batch):
-        outs.append(runner.infer(images[i : i + batch]))
+        chunk = images[i : i + batch]
+        n = len(chunk)
+        if limits is not None and n < limits[0]:
+            chunk = tile_batch(chunk, limits[0])
+        outs.append(runner.infer(chunk)[:n])
         if on_batch is not None:
-            on_batch(min(batch, len(images) - i))
+            on_batch(n)
     return np.concatenate(outs)
 
 

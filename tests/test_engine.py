@@ -289,7 +289,7 @@ def test_runner_refuses_a_plan_that_is_not_the_one_its_manifest_describes(tmp_pa
     plan = tmp_path / "m.plan"
     write_artifact_with_manifest("tensorrt-engine", plan, b"PLAN")
     plan.write_bytes(b"PLAN, half copied")
-    with pytest.raises(SwinedgeError, match="does not match its manifest .*rebuild it with swinedge build-engine"):
+    with pytest.raises(SwinedgeError, match="does not match its manifest m.plan.json .*rebuild it with swinedge build-engine"):
         TensorRTRunner(plan).load()
 
 

@@ -124,7 +124,7 @@ def test_cli_bad_input(fp32: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["quantize", str(fp32), "--calib", str(tmp_path / "empty"), "--out", str(out)])
     assert "no readable images found" in one_line_error(r)
     r = runner.invoke(app, ["quantize", str(fp32), "--calib-size", "0", "--out", str(out)])
-    assert "--calib-size must be >= 1" in one_line_error(r)
+    assert "--calib-size must be 1..4096, got 0" in one_line_error(r)
     assert not out.parent.exists() or not list(out.parent.iterdir())
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from swinedge.errors import SwinedgeError
-from swinedge.manifest import manifest_path, write_manifest
+from swinedge.io import refuse_output_over_input
+from swinedge.manifest import artifact_with_manifest, manifest_path
 from swinedge.models.checkpoint import (
     checkpoint_filter_fn,
     is_official_layout,
@@ -78,6 +79,7 @@ def build_checkpoint(
     out = Path(out)
     if out.suffix not in (".pt", ".pth", ".safetensors"):
         raise SwinedgeError(f"--out {out}: use a .pt, .pth or .safetensors file name")
+    refuse_output_over_input(out, weights)
     spec = get_spec(model)
     torch.manual_seed(seed)
     net = create_model(spec.name, num_classes=num_classes, img_size=img_size)
@@ -85,8 +87,10 @@ def build_checkpoint(
     if weights is not None:
         raw = load_weights(net, weights, adapt=adapt)
         source = {"file": raw.path.name, "sha256": raw.sha256, "layout": "official" if is_official_layout(raw.state_dict) else "timm"}
-    save_checkpoint(net, out, name=spec.name, source=source)
-    manifest = write_manifest("checkpoint", out, model=spec.name, config=net.config.to_dict(), source=source, params=net.num_params())
+    with artifact_with_manifest("checkpoint", out) as pending:
+        save_checkpoint(net, out, name=spec.name, source=source, into=pending.path)
+        pending.fields.update(model=spec.name, config=net.config.to_dict(), source=source, params=net.num_params())
+    manifest = pending.manifest
     return {
         "checkpoint": str(out),
         "manifest": str(manifest_path(out)),

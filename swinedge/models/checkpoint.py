@@ -14,6 +14,8 @@ Files: ``.pth``/``.pt``/``.bin`` (torch zip or legacy pickle, loaded with
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import pickle
 import re
@@ -174,12 +176,16 @@ def load_weights(model: SwinTransformer, path: str | Path, *, adapt: bool = Fals
     return raw
 
 
-def save_checkpoint(model: SwinTransformer, path: str | Path, *, name: str, source: dict[str, Any] | None) -> Path:
-    """Write a self-describing checkpoint (timm layout + config) atomically."""
+def save_checkpoint(
+    model: SwinTransformer, path: str | Path, *, name: str, source: dict[str, Any] | None, into: Path | None = None
+) -> Path:
+    """Write a self-describing checkpoint (timm layout + config), in the format of
+    ``path``'s suffix: atomically at ``path``, or into ``into`` (a temporary file the
+    caller renames, with the manifest)."""
     path = Path(path)
     meta = {"format": CHECKPOINT_FORMAT, "model": name, "config": model.config.to_dict(), "source": source}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
+    with contextlib.nullcontext(into) if into is not None else atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 

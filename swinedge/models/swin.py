@@ -31,6 +31,9 @@ from swinedge.ops.window_attention import (
 )
 
 ATTENTION_IMPLS = ("reference", "fused")
+# A square input larger than this is a typo, not a model: 4096^2 tokens at patch 4 is
+# already 1M tokens per image in stage 1.
+MAX_IMG_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class SwinConfig:
         if len(self.depths) != len(self.num_heads) or not self.depths:
             raise SwinedgeError("depths and num_heads must have the same, non-zero length")
         min_size = self.patch_size * 2 ** (len(self.depths) - 1)
+        if self.img_size > MAX_IMG_SIZE:
+            raise SwinedgeError(f"img_size {self.img_size} is larger than {MAX_IMG_SIZE}: Swin classifiers run at 224 or 384")
         if self.img_size < min_size or self.img_size % self.patch_size:
             raise SwinedgeError(
                 f"unsupported img_size {self.img_size}: use a multiple of {self.patch_size} "

@@ -32,6 +32,12 @@ class Runner(abc.ABC):
         pass
 
     @property
+    def batch_range(self) -> tuple[int, int] | None:
+        """(min, max) batch the artifact accepts, or None for any: a graph exported with a
+        fixed batch, or an engine's profile."""
+        return None
+
+    @property
     def input_spec(self) -> dict[str, Any]:
         """``{"img_size", "in_chans", "num_classes", "preprocess"}`` where known."""
         return {}

@@ -56,6 +56,13 @@ class OnnxRuntimeRunner(Runner):
         self.name = f"onnxruntime-{precision}" + ("-plugin" if has_plugin else "")
         return self
 
+    @property
+    def batch_range(self) -> tuple[int, int] | None:
+        if self.session is None:
+            return None
+        b = self.session.get_inputs()[0].shape[0]
+        return (b, b) if isinstance(b, int) and b > 0 else None
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         assert self.session is not None, "call load() first"
         inp = self.session.get_inputs()[0]

