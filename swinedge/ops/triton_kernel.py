@@ -38,6 +38,23 @@ MAX_TOKENS_PER_WINDOW = 256
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _slot_tokens(slot, wy, wx, H: tl.constexpr, W: tl.constexpr, WS: tl.constexpr, SHIFT: tl.constexpr):
+    """Window slot -> shifted, padded grid -> natural token index, and whether the slot is
+    a real token of the image (0 for slots past the window or in the padding)."""
+    y = wy * WS + slot // WS
+    x = wx * WS + slot % WS
+    valid = (slot < WS * WS) & (y < H) & (x < W)
+    if SHIFT > 0:
+        tok = tl.where(valid, ((y + SHIFT) % H) * W + (x + SHIFT) % W, 0)
+    else:
+        tok = tl.where(valid, y * W + x, 0)
+    return tok, valid
+
+
+if HAVE_TRITON:  # a device function the kernel calls; interpreted where the kernel is
+    _slot_tokens = triton.jit(_slot_tokens)
+
+
 def _kernel(
     qkv_ptr,
     table_ptr,
@@ -83,15 +100,8 @@ def _kernel(
     out_base = out_ptr + b.to(tl.int64) * (L * C) + head * D
     table_base = table_ptr + (pattern * HEADS + head) * (ROWS * COLS)
 
-    # Window slot -> shifted/padded grid -> natural token (0 for slots outside the image).
     qi = qb * BLOCK_M + tl.arange(0, BLOCK_M)
-    qy = wy * WS + qi // WS
-    qx = wx * WS + qi % WS
-    q_valid = (qi < N) & (qy < H) & (qx < W)
-    if SHIFT > 0:
-        q_tok = tl.where(q_valid, ((qy + SHIFT) % H) * W + (qx + SHIFT) % W, 0)
-    else:
-        q_tok = tl.where(q_valid, qy * W + qx, 0)
+    q_tok, q_valid = _slot_tokens(qi, wy, wx, H, W, WS, SHIFT)
     # No masks on loads: a slot outside the image reads token 0 (its scores are -inf in
     # the table past the window, and its output is never stored) or, for keys padding
     # the image to a window multiple, the pad row (the qkv bias, as timm pads). Every
@@ -128,13 +138,7 @@ def _kernel(
         acc = tl.zeros([BLOCK_M, D], tl.float32)
         for kb in range(KEY_BLOCKS):
             kj = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-            ky = wy * WS + kj // WS
-            kx = wx * WS + kj % WS
-            k_valid = (kj < N) & (ky < H) & (kx < W)
-            if SHIFT > 0:
-                k_tok = tl.where(k_valid, ((ky + SHIFT) % H) * W + (kx + SHIFT) % W, 0)
-            else:
-                k_tok = tl.where(k_valid, ky * W + kx, 0)
+            k_tok, k_valid = _slot_tokens(kj, wy, wx, H, W, WS, SHIFT)
             if HAS_PAD:
                 k_base = tl.multiple_of(tl.where(k_valid, in_base + k_tok * ROW, pad_base), 16)
             else:
