@@ -422,6 +422,7 @@ def run_cmd(
     model: Optional[str] = typer.Argument(None, help="Variant name; default: the embedded digits model (trained once on CPU, cached)."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="timm or official checkpoint for MODEL."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Calibration images: folder, manifest or 'default'."),
+    calib_size: Optional[int] = typer.Option(None, "--calib-size", help="Calibration images for INT8 (default 128 digits, 64 otherwise)."),
     data: Optional[str] = typer.Option(None, "--data", help="Evaluation images (labelled folders give top-1); default: the calibration set."),
     out_dir: Path = typer.Option(Path("swinedge-out/run"), "--out", help="Folder for every artifact and the report."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Benchmark batches (default 1,8 on CPU; 1,8,32 on GPU)."),
@@ -432,7 +433,10 @@ def run_cmd(
 
     batches = _int_list(batch, "--batch") if batch else None
     with err.status("starting") as st:
-        summary = run_pipeline(out_dir, model=model, weights=weights, calib=calib, data=data, batches=batches, iters=iters, status=lambda m: st.update(escape(m)))
+        summary = run_pipeline(
+            out_dir, model=model, weights=weights, calib=calib, calib_size=calib_size, data=data, batches=batches, iters=iters,
+            status=lambda m: st.update(escape(m)),
+        )
     table = Table(title=f"accuracy: {summary['model']} on {summary['eval_data']}", box=box.SIMPLE_HEAD, title_justify="left")
     for col in ("precision", "top-1", "drop", "top-1 agree", "cosine", "verify"):
         table.add_column(col, justify="left" if col == "precision" else "right")

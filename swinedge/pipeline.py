@@ -113,6 +113,7 @@ def run_pipeline(
     model: str | None = None,
     weights: str | Path | None = None,
     calib: str | None = None,
+    calib_size: int | None = None,
     data: str | None = None,
     batches: list[int] | None = None,
     iters: int = 10,
@@ -135,6 +136,8 @@ def run_pipeline(
     from swinedge.io import check_output_folder
 
     out_dir = check_output_folder(out_dir, weights, calib, data)
+    if calib_size is not None:
+        QuantizeOptions(calib_size=calib_size).validate()  # a bad --calib-size fails before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     cuda = torch.cuda.is_available()
     batches = batches or ([1, 8, 32] if cuda else [1, 8])
@@ -147,12 +150,14 @@ def run_pipeline(
         from swinedge.digits import digits_checkpoint
 
         checkpoint, train = digits_checkpoint(default_cache_dir())
-        eval_data, calib_data, calib_size, model_name = data or "digits", calib or "digits-train", 128, "digits (swin_nano_patch2_window4_32)"
+        eval_data, calib_data, model_name = data or "digits", calib or "digits-train", "digits (swin_nano_patch2_window4_32)"
+        calib_size = calib_size or 128
     else:
         say(f"building {model}")
         built = build_checkpoint(model, out_dir / f"{model}.pt", weights=weights)
         checkpoint, train = Path(built["checkpoint"]), None
-        eval_data, calib_data, calib_size, model_name = data or calib or "default", calib or "default", 64, model
+        eval_data, calib_data, model_name = data or calib or "default", calib or "default", model
+        calib_size = calib_size or 64
     say("exporting ONNX")
     fp32 = export_onnx(checkpoint, out_dir / "model.fp32.onnx").onnx_path
     say("quantizing INT8 (calibrating on CPU)")

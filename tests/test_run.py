@@ -45,10 +45,11 @@ def test_run_with_a_model_and_separate_eval_set(tmp_path: Path) -> None:
             Image.new("RGB", (90, 70), (40 * i, 120, 30 if cls == "a" else 220)).save(tmp_path / "eval" / cls / f"{i}.png")
     out = tmp_path / "run"
     r = CliRunner().invoke(
-        app, ["run", "swin_micro_patch4_window4_64", "--data", str(tmp_path / "eval"), "--out", str(out), "--iters", "1", "--batch", "1"]
+        app,
+        ["run", "swin_micro_patch4_window4_64", "--data", str(tmp_path / "eval"), "--calib-size", "12", "--out", str(out), "--iters", "1", "--batch", "1"],
     )
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "report.json").read_text())
-    assert summary["eval_data"] == str(tmp_path / "eval") and summary["calibration"]["source"] == "default"
+    assert summary["eval_data"] == str(tmp_path / "eval") and summary["calibration"] == {"source": "default", "count": 12}
     assert summary["accuracy"][0]["top1_reference"] is not None  # labelled folders give top-1
     assert (out / "swin_micro_patch4_window4_64.pt.json").exists()

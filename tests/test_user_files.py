@@ -159,6 +159,7 @@ def test_fixed_batch_graph_quantizes_verifies_and_benchmarks(box: Sandbox) -> No
         (["build", MICRO, "--img-size", "-4", "--out", "x.pt"], "unsupported img_size -4"),
         (["quantize", "m.onnx", "--calib-size", "100000000", "--out", "z.onnx"], "--calib-size must be 1..4096"),
         (["quantize", "m.onnx", "--calib-size", "0", "--out", "z.onnx"], "--calib-size must be 1..4096"),
+        (["run", MICRO, "--calib-size", "0", "--out", "r"], "--calib-size must be 1..4096"),
         (["build-engine", "m.onnx", "--out", "e.plan", "--workspace", "0"], "--workspace must be > 0"),
         (["build-engine", "m.onnx", "--out", "e.plan", "--opt-level", "9"], "--opt-level must be 0..5"),
         (["benchmark", MICRO, "--batch", "0", "--out", "b"], "--batch"),
