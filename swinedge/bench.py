@@ -18,6 +18,11 @@ import numpy as np
 from swinedge.data import tile_batch
 from swinedge.errors import SwinedgeError
 from swinedge.runners import Runner
+from swinedge.verify import LogitComparer, infer_chunk, open_eval_images, runner_batch, stream_logits
+
+# Bounds that catch a typo (an extra digit) before hours of work.
+MAX_BATCH = 4096
+MAX_ITERS = 100_000
 
 __all__ = ["benchmark_artifacts", "percentile", "summarize", "tile_batch", "time_runner", "write_report"]
 
@@ -140,28 +145,37 @@ def benchmark_artifacts(
     device: str | None = None,
     torch_precisions: tuple[str, ...] = ("fp32",),
     torch_attentions: tuple[str, ...] = ("reference",),
-    on_step: Callable[[str], None] | None = None,
+    labels_file: str | Path | None = None,
+    on_step: Callable[[str, int | None], None] | None = None,
     on_iter: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Latency and accuracy of each artifact against the float torch reference.
 
     Torch artifacts (variant names, checkpoints) run once per combination of
     ``torch_precisions`` (fp32, fp16 autocast) and ``torch_attentions`` (reference,
     fused); combinations this device cannot run are skipped with the reason."""
+    import tempfile
+
     import torch
 
-    from swinedge.data import load_image_set
     from swinedge.runners import open_runner
     from swinedge.runners.torch_runner import TorchRunner
-    from swinedge.verify import DEFAULT_SET_SIZE, compare_logits, preprocess_for, run_batches
 
     if not artifacts:
         raise SwinedgeError("give at least one artifact to benchmark")
-    if not batches or min(batches) < 1:
-        raise SwinedgeError("--batch takes positive integers, e.g. 1,8,32")
-    if iters < 1 or warmup < 0:
-        raise SwinedgeError(f"--iters must be >= 1 and --warmup >= 0, got {iters} and {warmup}")
-    say = on_step or (lambda _m: None)
+    if not batches or min(batches) < 1 or max(batches) > MAX_BATCH:
+        raise SwinedgeError(f"--batch takes integers 1..{MAX_BATCH}, e.g. 1,8,32")
+    if not 1 <= iters <= MAX_ITERS or not 0 <= warmup <= MAX_ITERS:
+        raise SwinedgeError(f"--iters must be 1..{MAX_ITERS} and --warmup 0..{MAX_ITERS}, got {iters} and {warmup}")
+    for p in torch_precisions:
+        if p not in ("fp32", "fp16"):
+            raise SwinedgeError(f"--torch-precision takes fp32 and/or fp16, got '{p}'")
+    for a in torch_attentions:
+        if a not in ("reference", "fused"):
+            raise SwinedgeError(f"--torch-attention takes reference and/or fused, got '{a}'")
+    say = on_step or (lambda _m, _total=None: None)
     cuda = torch.cuda.is_available()
     device = device or ("cuda" if cuda else "cpu")
     for a in artifacts:
@@ -174,68 +188,74 @@ def benchmark_artifacts(
         ref_source = _reference_from_manifests(artifacts)
     ref_runner = TorchRunner(ref_source, device=device)
     skipped_notes: list[str] = []
-    with ref_runner:
-        if size is None and data in (None, "default"):
-            size = DEFAULT_SET_SIZE
-        images = load_image_set(data, preprocess_for(ref_runner), size=size)
-        say(f"reference: {ref_source} (torch fp32) on {len(images)} images")
-        ref_logits = run_batches(ref_runner, images.images, 32)
-    for p in torch_precisions:
-        if p not in ("fp32", "fp16"):
-            raise SwinedgeError(f"--torch-precision takes fp32 and/or fp16, got '{p}'")
-    for a in torch_attentions:
-        if a not in ("reference", "fused"):
-            raise SwinedgeError(f"--torch-attention takes reference and/or fused, got '{a}'")
-    jobs: list[tuple[str, Runner]] = []
-    for artifact, r0 in runners:
-        if not isinstance(r0, TorchRunner):
-            jobs.append((artifact, r0))
-            continue
-        for p in torch_precisions:
-            for a in torch_attentions:
-                if device == "cpu" and (p == "fp16" or a == "fused"):
-                    skipped_notes.append(f"{artifact}: torch {p} / {a} attention needs a CUDA GPU")
-                    continue
-                jobs.append((artifact, open_runner(artifact, device=device, precision=p, attention=a)))
-    results: list[RunnerResult] = []
-    for artifact, runner in jobs:
-        try:
-            runner.load()
-        except SwinedgeError as e:  # missing TensorRT / GPU / manifest: skip, say why
-            results.append(RunnerResult(artifact, getattr(runner, "name", "?"), device, [], None, skipped=str(e)))
-            skipped_notes.append(f"{artifact}: {e}")
-            continue
-        try:
-            say(f"{runner.name}: accuracy")
-            limit = runner.batch_range
-            logits = run_batches(runner, images.images, 32)
-            c = compare_logits(ref_logits, logits, images.labels)
-            accuracy = {
-                "top1_agreement": c.top1_agreement,
-                "cosine_mean": c.cosine_mean,
-                "cosine_min": c.cosine_min,
-                "max_abs_err": c.max_abs_err,
-                "top1": c.top1_candidate,
-                "top1_reference": c.top1_reference,
-            }
-            stats = []
-            peak = None
-            gpu_runner = runner.device.startswith("cuda")
-            if gpu_runner:
-                torch.cuda.reset_peak_memory_stats()
-            for b in batches:
-                if limit and not limit[0] <= b <= limit[1]:
-                    accepted = f"its fixed batch {limit[0]}" if limit[0] == limit[1] else f"its profile {limit[0]}..{limit[1]}"
-                    skipped_notes.append(f"{artifact}: batch {b} is outside {accepted}")
-                    continue
-                say(f"{runner.name}: batch {b}")
-                stats.append(time_runner(runner, tile_batch(images.images, b), iters=iters, warmup=warmup, on_iter=on_iter))
-            if gpu_runner:
-                # torch's allocator (inputs, outputs, torch models) + TensorRT's own context memory
-                peak = (torch.cuda.max_memory_allocated() + getattr(runner, "device_memory_bytes", 0)) / 2**20
-            results.append(RunnerResult(artifact, runner.name, runner.device, stats, accuracy, peak))
-        finally:
-            runner.close()
+    # The reference's logits go to a scratch file, not memory: each runner then streams
+    # the images again and is compared batch by batch, whatever the set's size.
+    scratch = tempfile.TemporaryDirectory(prefix="swinedge-bench-")
+    try:
+        with ref_runner:
+            images = open_eval_images(ref_runner, data, size=size, labels_file=labels_file)
+            say(f"reference: {ref_source} (torch fp32), images", len(images))
+            ref_logits, _ = stream_logits(ref_runner, images, Path(scratch.name) / "reference.npy", 32, on_batch, warn)
+            latency_inputs = images.head(max(batches))
+        jobs: list[tuple[str, Runner]] = []
+        for artifact, r0 in runners:
+            if not isinstance(r0, TorchRunner):
+                jobs.append((artifact, r0))
+                continue
+            for p in torch_precisions:
+                for a in torch_attentions:
+                    if device == "cpu" and (p == "fp16" or a == "fused"):
+                        skipped_notes.append(f"{artifact}: torch {p} / {a} attention needs a CUDA GPU")
+                        continue
+                    jobs.append((artifact, open_runner(artifact, device=device, precision=p, attention=a)))
+        results: list[RunnerResult] = []
+        for artifact, runner in jobs:
+            try:
+                runner.load()
+            except SwinedgeError as e:  # missing TensorRT / GPU / manifest: skip, say why
+                results.append(RunnerResult(artifact, getattr(runner, "name", "?"), device, [], None, skipped=str(e)))
+                skipped_notes.append(f"{artifact}: {e}")
+                continue
+            try:
+                say(f"{runner.name}: accuracy, images", len(images))
+                limit = runner.batch_range
+                comparer = LogitComparer()
+                done = 0
+                for chunk in images.batches(runner_batch(runner, 32)):
+                    comparer.update(ref_logits[done : done + len(chunk)], infer_chunk(runner, chunk.images), chunk.labels)
+                    done += len(chunk)
+                    if on_batch is not None:
+                        on_batch(len(chunk))
+                c = comparer.result()
+                accuracy = {
+                    "top1_agreement": c.top1_agreement,
+                    "cosine_mean": c.cosine_mean,
+                    "cosine_min": c.cosine_min,
+                    "max_abs_err": c.max_abs_err,
+                    "top1": c.top1_candidate,
+                    "top1_reference": c.top1_reference,
+                }
+                stats = []
+                peak = None
+                gpu_runner = runner.device.startswith("cuda")
+                if gpu_runner:
+                    torch.cuda.reset_peak_memory_stats()
+                for b in batches:
+                    if limit and not limit[0] <= b <= limit[1]:
+                        accepted = f"its fixed batch {limit[0]}" if limit[0] == limit[1] else f"its profile {limit[0]}..{limit[1]}"
+                        skipped_notes.append(f"{artifact}: batch {b} is outside {accepted}")
+                        continue
+                    say(f"{runner.name}: batch {b}, iterations", iters)
+                    stats.append(time_runner(runner, tile_batch(latency_inputs, b), iters=iters, warmup=warmup, on_iter=on_iter))
+                if gpu_runner:
+                    # torch's allocator (inputs, outputs, torch models) + TensorRT's own context memory
+                    peak = (torch.cuda.max_memory_allocated() + getattr(runner, "device_memory_bytes", 0)) / 2**20
+                results.append(RunnerResult(artifact, runner.name, runner.device, stats, accuracy, peak))
+            finally:
+                runner.close()
+        del ref_logits  # the memory map, before its folder goes
+    finally:
+        scratch.cleanup()
     if not cuda:
         skipped_notes.append("no CUDA GPU: TensorRT engines and GPU runners skipped; torch and onnxruntime ran on CPU")
     if not any(r.latency for r in results):

@@ -14,7 +14,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from swinedge import __version__
@@ -112,22 +112,92 @@ def build(
     )
 
 
+class ProgressReport:
+    """Progress of long work on stderr, with an ETA: a live bar on a terminal; when
+    stderr is a log file or a pipe, a plain line every ``every`` seconds and at the end
+    of each step, so a long run still shows headway."""
+
+    def __init__(self, description: str, total: int | None = None, *, every: float = 10.0):
+        import time
+
+        self._clock = time.monotonic
+        self._every = every
+        self._live = sys.stderr.isatty()
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self.description, self.total, self.done = description, total, 0
+        self._started = self._last = self._clock()
+
+    def __enter__(self) -> "ProgressReport":
+        if self._live:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=Console(file=sys.stderr),
+                transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+        elif exc[0] is None and self.done:
+            self._line()
+
+    def step(self, description: str, total: int | None = None) -> None:
+        """A new phase: its own description, count and ETA."""
+        if self._bar is None and self.done:
+            self._line()
+        self.description, self.total, self.done = description, total, 0
+        self._started = self._last = self._clock()
+        if self._bar is not None:
+            self._bar.reset(self._task, total=total, description=description)
+
+    def start(self, total: int) -> None:
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+        elif self._clock() - self._last >= self._every:
+            self._line()
+
+    def _line(self) -> None:
+        now = self._clock()
+        self._last = now
+        elapsed = now - self._started
+        text = f"{self.description}: {self.done}"
+        if self.total:
+            text += f"/{self.total} ({100 * self.done / self.total:.0f}%)"
+        text += f", {_clock_text(elapsed)} elapsed"
+        if self.total and 0 < self.done < self.total:
+            text += f", about {_clock_text(elapsed * (self.total - self.done) / self.done)} left"
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+
+def _clock_text(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; yields ``advance(n)``.
+    """A :class:`ProgressReport` of one step; yields ``advance(n)``.
 
     Bound to the stream that is stderr *now*, so libraries that print while we capture
     their output (calibration) do not swallow the bar."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(file=sys.stderr),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+    with ProgressReport(description, total) as report:
+        yield report.advance
 
 
 def _floats(text: Optional[str], flag: str) -> Optional[tuple[float, ...]]:
@@ -158,6 +228,12 @@ RESIZE_OPTION = typer.Option(None, "--resize", help="Shorter side before the cen
 INTERPOLATION_OPTION = typer.Option(None, "--interpolation", help="Resize filter: bicubic (default), bilinear or nearest.")
 MEAN_OPTION = typer.Option(None, "--mean", help="Normalization mean, comma list (default ImageNet's).")
 STD_OPTION = typer.Option(None, "--std", help="Normalization std, comma list (default ImageNet's).")
+LABELS_OPTION = typer.Option(
+    None,
+    "--labels",
+    help="The model's class names in class-index order, one per line (or a JSON list): numbers class folders of --data. "
+    "Not needed when folders are named by class index, or for ImageNet-1k synset folders and a 1000-class model.",
+)
 
 
 def warn(message: str) -> None:
@@ -227,7 +303,7 @@ def quantize(
 
     check_output(onnx_path, out_path, opts)
     load_onnx(onnx_path)
-    with err.status("loading calibration images"):
+    with err.status("listing calibration images"):
         images = calibration_set_for(onnx_path, calib, calib_size, seed, warn, preprocess_overrides(resize, interpolation, mean, std))
     with progress_bar(f"calibrating {precision} ({method})", len(images)) as advance:
         r = quantize_onnx(onnx_path, out_path, opts, images=images, on_batch=advance, warn=warn)
@@ -246,7 +322,8 @@ def verify(
     size: Optional[int] = typer.Option(None, "--size", help="Images to use (default: all; 64 for the bundled photos)."),
     max_top1_drop: float = typer.Option(MAX_TOP1_DROP, "--max-top1-drop", help="Fail when labelled top-1 drops by more points."),
     min_cosine: float = typer.Option(MIN_COSINE, "--min-cosine", help="Fail when the mean logit cosine is lower."),
-    batch: int = typer.Option(16, "--batch", help="Inference batch size."),
+    batch: int = typer.Option(16, "--batch", help="Inference batch size (images are read a batch at a time)."),
+    labels: Optional[Path] = LABELS_OPTION,
     resize: Optional[int] = RESIZE_OPTION,
     interpolation: Optional[str] = INTERPOLATION_OPTION,
     mean: Optional[str] = MEAN_OPTION,
@@ -256,7 +333,7 @@ def verify(
     """Compare a candidate with the float reference on the same images; exit 1 when a threshold fails."""
     from swinedge.verify import verify as run_verify
 
-    with progress_bar("verifying", None) as advance:
+    with ProgressReport("verifying (images)") as progress:
         report = run_verify(
             reference,
             candidate,
@@ -265,8 +342,10 @@ def verify(
             max_top1_drop=max_top1_drop,
             min_cosine=min_cosine,
             batch=batch,
+            labels_file=labels,
             preprocess_overrides=preprocess_overrides(resize, interpolation, mean, std),
-            on_batch=advance,
+            on_start=progress.start,
+            on_batch=progress.advance,
             warn=warn,
         )
     if as_json:
@@ -344,6 +423,7 @@ def benchmark(
     warmup: int = typer.Option(3, "--warmup", help="Untimed warm-up iterations per batch."),
     data: Optional[str] = typer.Option(None, "--data", help="Images for the accuracy check: folder, manifest, 'default' or 'digits'."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Float torch reference (default: the first checkpoint among ARTIFACTS)."),
+    labels: Optional[Path] = LABELS_OPTION,
     torch_precision: str = typer.Option("fp32", "--torch-precision", help="Torch runs: fp32 and/or fp16 (autocast, GPU), comma list."),
     torch_attention: str = typer.Option("reference", "--torch-attention", help="Torch runs: reference and/or fused (GPU), comma list."),
     out_dir: Path = typer.Option(Path("swinedge-out/benchmark"), "--out", help="Folder for benchmark.json, benchmark.md, latency.png."),
@@ -355,7 +435,7 @@ def benchmark(
 
     batches = _int_list(batch, "--batch")
     check_output_folder(out_dir, *artifacts, data, reference)
-    with progress_bar("benchmarking", None) as advance:
+    with ProgressReport("benchmarking") as progress:
         report = benchmark_artifacts(
             artifacts,
             batches=batches,
@@ -363,9 +443,13 @@ def benchmark(
             warmup=warmup,
             data=data,
             reference=reference,
+            labels_file=labels,
             torch_precisions=_str_list(torch_precision),
             torch_attentions=_str_list(torch_attention),
-            on_iter=advance,
+            on_step=progress.step,
+            on_iter=progress.advance,
+            on_batch=progress.advance,
+            warn=warn,
         )
     files = write_report(report, out_dir)
     if as_json:
@@ -427,6 +511,7 @@ def run_cmd(
     out_dir: Path = typer.Option(Path("swinedge-out/run"), "--out", help="Folder for every artifact and the report."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Benchmark batches (default 1,8 on CPU; 1,8,32 on GPU)."),
     iters: int = typer.Option(10, "--iters", help="Timed iterations per batch."),
+    labels: Optional[Path] = LABELS_OPTION,
 ) -> None:
     """The whole flow: build, export, quantize INT8 + FP16, verify, engines (with TensorRT), benchmark, report."""
     from swinedge.pipeline import run_pipeline
@@ -435,7 +520,7 @@ def run_cmd(
     with err.status("starting") as st:
         summary = run_pipeline(
             out_dir, model=model, weights=weights, calib=calib, calib_size=calib_size, data=data, batches=batches, iters=iters,
-            status=lambda m: st.update(escape(m)),
+            labels_file=labels, status=lambda m: st.update(escape(m)),
         )
     table = Table(title=f"accuracy: {summary['model']} on {summary['eval_data']}", box=box.SIMPLE_HEAD, title_justify="left")
     for col in ("precision", "top-1", "drop", "top-1 agree", "cosine", "verify"):

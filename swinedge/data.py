@@ -2,8 +2,10 @@
 
 Sources:
 
-* a folder, searched recursively for jpg/jpeg/png/webp/bmp; when images sit in
-  subfolders, the sorted subfolder names are the class labels (ImageNet's layout);
+* a folder, searched recursively for jpg/jpeg/png/webp/bmp; when every image sits in a
+  subfolder, the subfolder is its class (ImageNet's layout), numbered by the model's
+  class list (``--labels``), by folder names that are class indices, or by the
+  ImageNet-1k synset ids for 1000-class models, never by the folders present;
 * a manifest file: ``.txt``/``.csv`` lines ``path[,label]`` (``#`` comments), or
   ``.json`` ``[{"path": ..., "label": ...}, ...]``; relative paths are resolved against
   the manifest's folder;
@@ -13,19 +15,26 @@ Sources:
 * ``digits``: the held-out split of scikit-learn's handwritten digits (labelled), and
   ``digits-train`` its training split (to calibrate on images the test never sees).
 
+Sets are streamed (:class:`ImageStream`): memory holds one batch, whatever the set's
+size; only calibration sets, whose size is bounded, are read whole.
+
 Preprocessing equals timm's eval transform: shorter side to ``floor(img_size / 0.875)``
 (bicubic), center crop, ImageNet mean/std; every step can be overridden.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import random
+import re
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -131,7 +140,8 @@ class Preprocess:
 
 @dataclass
 class ImageSet:
-    """Preprocessed images ``[N, C, H, W]`` float32, optional labels, and provenance."""
+    """Preprocessed images ``[N, C, H, W]`` float32 held in memory (calibration sets,
+    the digits task), optional labels, and provenance."""
 
     images: np.ndarray
     labels: np.ndarray | None
@@ -145,31 +155,190 @@ class ImageSet:
         return len(self.images)
 
     def describe(self) -> dict:
-        out = {
-            "source": self.source,
-            "count": len(self),
-            "labelled": self.labels is not None,
-            "skipped": self.skipped,
+        return _describe(self.source, len(self), self.labels is not None, self.skipped, self.preprocess)
+
+
+def _describe(source: str, count: int, labelled: bool, skipped: int, preprocess: Preprocess | None) -> dict:
+    out = {"source": source, "count": count, "labelled": labelled, "skipped": skipped}
+    if preprocess is not None:
+        out["preprocess"] = {
+            "resize": preprocess.resize_size,
+            "crop": preprocess.img_size,
+            "interpolation": preprocess.interpolation,
+            "mean": list(preprocess.mean),
+            "std": list(preprocess.std),
         }
-        if self.preprocess is not None:
-            p = self.preprocess
-            out["preprocess"] = {
-                "resize": p.resize_size,
-                "crop": p.img_size,
-                "interpolation": p.interpolation,
-                "mean": list(p.mean),
-                "std": list(p.std),
-            }
-        return out
+    return out
 
 
-def _list_folder(root: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
+@dataclass
+class Batch:
+    images: np.ndarray  # [n, C, H, W] float32
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+class UnreadableImage(Exception):
+    """A listed file that does not decode as an image; the stream skips it and says so."""
+
+
+# -- readers: one per kind of source, random access by index --------------------------------------
+
+
+class _FileReader:
+    def __init__(self, paths: list[Path], preprocess: Preprocess, root: Path | None = None):
+        self.paths, self.preprocess, self.root = paths, preprocess, root
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def name(self, i: int) -> str:
+        p = self.paths[i]
+        if self.root is not None:
+            with contextlib.suppress(ValueError):
+                return str(p.relative_to(self.root))
+        return str(p)
+
+    def decode(self, i: int) -> "PIL.Image.Image":  # noqa: F821
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                im.load()
+                return im.copy()
+        except UnidentifiedImageError:
+            raise UnreadableImage("not an image") from None
+        except FileNotFoundError:
+            raise UnreadableImage("missing") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise UnreadableImage(str(e).split("\n")[0][:80] or type(e).__name__) from None
+
+    def read(self, i: int) -> np.ndarray:
+        return self.preprocess(self.decode(i))
+
+
+class _PhotoReader(_FileReader):
+    """scikit-image's photographs, then seeded random crops of them (index >= photos)."""
+
+    def __init__(self, paths: list[Path], preprocess: Preprocess, seed: int):
+        super().__init__(paths, preprocess)
+        self.seed = seed
+        self.count = len(paths)
+        self._photos: dict[int, "PIL.Image.Image"] = {}  # noqa: F821  (9 photos, decoded once)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def extend_to(self, count: int) -> None:
+        self.count = max(self.count, count)
+
+    def name(self, i: int) -> str:
+        return self.paths[i].name if i < len(self.paths) else f"crop:{i}"
+
+    def _photo(self, i: int) -> "PIL.Image.Image":  # noqa: F821
+        if i not in self._photos:
+            self._photos[i] = self.decode(i)
+        return self._photos[i]
+
+    def read(self, i: int) -> np.ndarray:
+        if i < len(self.paths):
+            return self.preprocess(self._photo(i))
+        # A crop covering 35-100% of the area of photo i mod 9, flipped half the time.
+        rng = random.Random(self.seed * 1_000_003 + i)
+        img = self._photo(i % len(self.paths))
+        w, h = img.size
+        frac = math.sqrt(rng.uniform(0.35, 1.0))
+        cw, ch = max(8, int(w * frac)), max(8, int(h * frac))
+        x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        crop = img.crop((x0, y0, x0 + cw, y0 + ch))
+        return self.preprocess(crop.transpose(0) if rng.random() < 0.5 else crop)  # 0: horizontal flip
+
+
+# -- labels ----------------------------------------------------------------------------------------
+
+
+def imagenet1k_classes() -> list[str]:
+    """The 1000 ImageNet-1k synset ids in class-index order (sorted, as every ImageNet
+    checkpoint numbers them)."""
+    text = (Path(__file__).parent / "resources" / "imagenet1k_synsets.txt").read_text()
+    return text.split()
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """A ``--labels`` file: the model's class names in class-index order, one per line
+    (``#`` comments), or a JSON list of names."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SwinedgeError(f"cannot read --labels {path}: {e.strerror or e}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            names = json.loads(text)
+        except ValueError as e:
+            raise SwinedgeError(f"--labels {path} is not valid JSON: {e}") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise SwinedgeError(f"--labels {path}: expected a JSON list of class names")
+    else:
+        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not names:
+        raise SwinedgeError(f"--labels {path} lists no class names")
+    dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+    if dupes:
+        raise SwinedgeError(f"--labels {path} names class '{dupes[0]}' more than once")
+    return names
+
+
+_WNID = re.compile(r"n\d{8}")
+
+
+def folder_label_map(folders: list[str], where: str, class_names: list[str] | None, num_classes: int | None) -> dict[str, int]:
+    """The class index of each class folder: from the model's class list, from folder
+    names that are class indices, or from the ImageNet-1k synsets for a 1000-class model.
+    Never from the sorted order of the folders present (a partial copy of ImageNet would
+    shift every label); a folder that is not a class is an error."""
+
+    def check(index: dict[str, int]) -> dict[str, int]:
+        if num_classes is not None:
+            over = [f for f, i in index.items() if i >= num_classes]
+            if over:
+                raise SwinedgeError(f"class folder '{over[0]}' in {where} is class {index[over[0]]}, but the model has {num_classes} classes")
+        return index
+
+    if class_names is not None:
+        position = {name: i for i, name in enumerate(class_names)}
+        unknown = [f for f in folders if f not in position]
+        if unknown:
+            raise SwinedgeError(
+                f"class folder '{unknown[0]}' in {where} is not one of the model's {len(class_names)} class names "
+                f"({len(unknown)} folder(s) unknown): rename it or pass --labels FILE with the right class list"
+            )
+        return check({f: position[f] for f in folders})
+    if all(f.isdigit() for f in folders):
+        return check({f: int(f) for f in folders})
+    if num_classes == 1000 and all(_WNID.fullmatch(f) for f in folders):
+        position = {name: i for i, name in enumerate(imagenet1k_classes())}
+        unknown = [f for f in folders if f not in position]
+        if unknown:
+            raise SwinedgeError(f"class folder '{unknown[0]}' in {where} is not an ImageNet-1k synset: pass --labels FILE")
+        return {f: position[f] for f in folders}
+    shown = ", ".join(f"'{f}'" for f in folders[:3]) + (", ..." if len(folders) > 3 else "")
+    raise SwinedgeError(
+        f"cannot tell which class each folder of {where} is ({shown}): pass --labels FILE with the model's "
+        "class names, one per line in class-index order (or name the folders by class index)"
+    )
+
+
+def _list_folder(root: Path) -> tuple[list[Path], list[str] | None]:
+    """Image files under ``root`` (recursive, sorted) and, when every file sits in a
+    subfolder, each file's top folder (its class)."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    subdirs = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
-    if subdirs and all(len(p.relative_to(root).parts) > 1 for p in files):
-        index = {name: i for i, name in enumerate(subdirs)}
-        return files, [index[p.relative_to(root).parts[0]] for p in files], subdirs
-    return files, None, None
+    tops = [p.relative_to(root).parts for p in files]
+    if files and all(len(t) > 1 for t in tops):
+        return files, [t[0] for t in tops]
+    return files, None
 
 
 def _read_manifest(path: Path) -> tuple[list[Path], list[int] | None]:
@@ -191,7 +360,7 @@ def _read_manifest(path: Path) -> tuple[list[Path], list[int] | None]:
                 for row in csv.reader(line for line in f if line.strip() and not line.lstrip().startswith("#")):
                     if row:
                         entries.append((row[0].strip(), row[1].strip() if len(row) > 1 and row[1].strip() else None))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
         raise SwinedgeError(f"cannot read manifest {path}: {e}") from None
     paths = [(path.parent / p) if not os.path.isabs(p) else Path(p) for p, _ in entries]
     raw = [lab for _, lab in entries]
@@ -199,9 +368,12 @@ def _read_manifest(path: Path) -> tuple[list[Path], list[int] | None]:
         if any(lab is None for lab in raw):
             raise SwinedgeError(f"manifest {path}: either every line has a label or none does")
         try:
-            return paths, [int(lab) for lab in raw]  # type: ignore[arg-type]
+            labels = [int(lab) for lab in raw]  # type: ignore[arg-type]
         except ValueError:
             raise SwinedgeError(f"manifest {path}: labels must be integer class indices") from None
+        if min(labels) < 0:
+            raise SwinedgeError(f"manifest {path}: labels must be class indices >= 0, got {min(labels)}")
+        return paths, labels
     return paths, None
 
 
@@ -217,21 +389,181 @@ def default_photo_paths() -> list[Path]:
     return paths
 
 
-def _random_crops(images: list["PIL.Image.Image"], count: int, seed: int) -> list["PIL.Image.Image"]:  # noqa: F821
-    """Seeded crops covering 35-100% of each photo's area, cycling through the photos."""
-    rng = random.Random(seed)
-    out = list(images)
-    i = 0
-    while len(out) < count:
-        img = images[i % len(images)]
-        w, h = img.size
-        frac = math.sqrt(rng.uniform(0.35, 1.0))
-        cw, ch = max(8, int(w * frac)), max(8, int(h * frac))
-        x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        crop = img.crop((x0, y0, x0 + cw, y0 + ch))
-        out.append(crop.transpose(0) if rng.random() < 0.5 else crop)  # 0: horizontal flip
-        i += 1
-    return out[:count]
+# -- the stream ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageStream:
+    """An image set read a batch at a time: files are listed up front and decoded only
+    when their batch is due, so memory is one batch whatever the set's size.
+
+    With a ``size``, a seeded random pick of that many files is read and an unreadable
+    one is replaced by the next file of the same seeded order; without, every file is
+    read and unreadable ones are skipped. Either way the skipped files are named."""
+
+    source: str
+    where: str
+    reader: Any
+    order: list[int]
+    spares: list[int]
+    labels: list[int] | None  # per reader index
+    class_names: list[str] | None
+    preprocess: Preprocess | None
+    size: int | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """Images the stream will deliver (fewer only when files turn out unreadable)."""
+        return self.size if self.size is not None else len(self.order)
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+    def _images(self, warn: Callable[[str], None] | None) -> Iterator[tuple[int, np.ndarray]]:
+        self.skipped = []
+        pending, spares = deque(self.order), deque(self.spares)
+        delivered = 0
+        while pending:
+            i = pending.popleft()
+            try:
+                x = self.reader.read(i)
+            except UnreadableImage as e:
+                self.skipped.append((self.reader.name(i), str(e)))
+                if self.size is not None and spares:
+                    pending.append(spares.popleft())
+                continue
+            delivered += 1
+            yield i, x
+        if self.skipped and warn is not None:
+            shown = ", ".join(f"{name} ({why})" for name, why in self.skipped[:3])
+            more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
+            replaced = " (others read in their place)" if self.size is not None and delivered == self.size else ""
+            warn(f"skipped {len(self.skipped)} unreadable file(s) in {self.where}{replaced}: {shown}{more}")
+        if delivered == 0:
+            raise SwinedgeError(f"no readable images found in {self.where}")
+        if self.size is not None and delivered < self.size:
+            raise SwinedgeError(
+                f"asked for {self.size} images but found {delivered} readable in {self.where} "
+                f"({len(self.skipped)} unreadable, e.g. {self.skipped[0][0]}): lower the image count or add images"
+            )
+
+    def batches(self, batch: int, *, warn: Callable[[str], None] | None = None) -> Iterator[Batch]:
+        """Preprocessed batches of up to ``batch`` images, in a fixed order."""
+        if batch < 1:
+            raise SwinedgeError(f"batch must be >= 1, got {batch}")
+        xs: list[np.ndarray] = []
+        ys: list[int] = []
+        for i, x in self._images(warn):
+            xs.append(x)
+            if self.labels is not None:
+                ys.append(self.labels[i])
+            if len(xs) == batch:
+                yield self._batch(xs, ys)
+                xs, ys = [], []
+        if xs:
+            yield self._batch(xs, ys)
+
+    def _batch(self, xs: list[np.ndarray], ys: list[int]) -> Batch:
+        return Batch(np.stack(xs).astype(np.float32, copy=False), np.asarray(ys, dtype=np.int64) if self.labels is not None else None)
+
+    def head(self, count: int) -> np.ndarray:
+        """The first ``count`` readable images (fewer if the set is smaller): latency inputs."""
+        out: list[np.ndarray] = []
+        for _, x in self._images(None):
+            out.append(x)
+            if len(out) == count:
+                break
+        return np.stack(out).astype(np.float32, copy=False)
+
+    def load(self, warn: Callable[[str], None] | None = None) -> ImageSet:
+        """Every image in memory: for calibration sets, whose size is bounded."""
+        xs, ys, names = [], [], []
+        for i, x in self._images(warn):
+            xs.append(x)
+            names.append(self.reader.name(i))
+            if self.labels is not None:
+                ys.append(self.labels[i])
+        return ImageSet(
+            np.stack(xs).astype(np.float32, copy=False),
+            np.asarray(ys, dtype=np.int64) if self.labels is not None else None,
+            self.source,
+            names,
+            len(self.skipped),
+            self.class_names,
+            self.preprocess,
+        )
+
+    def describe(self, delivered: int | None = None) -> dict:
+        count = delivered if delivered is not None else len(self) - (0 if self.size is not None else len(self.skipped))
+        return _describe(self.source, count, self.labelled, len(self.skipped), self.preprocess)
+
+
+def _pick(count: int, size: int | None, seed: int) -> tuple[list[int], list[int]]:
+    """The seeded pick: ``size`` of ``count`` indices (sorted, as they sit on disk) and
+    the rest in the same seeded order as replacements for unreadable ones."""
+    if size is None or size >= count:
+        return list(range(count)), []
+    shuffled = random.Random(seed).sample(range(count), count)
+    return sorted(shuffled[:size]), shuffled[size:]
+
+
+def open_images(
+    source: str | Path | None,
+    preprocess: Preprocess,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    labelled: bool = True,
+    class_names: list[str] | None = None,
+    num_classes: int | None = None,
+) -> ImageStream:
+    """List ``source`` (folder, manifest, ``default``/None, ``digits``, ``digits-train``)
+    without decoding anything; every check that can fail before work fails here.
+
+    ``labelled=False`` ignores labels (calibration). Class folders take their indices
+    from ``class_names`` (the model's classes) or :func:`folder_label_map`'s rules."""
+    if size is not None and size < 1:
+        raise SwinedgeError(f"the image count must be >= 1, got {size}")
+    src = "default" if source is None else str(source)
+    if src in ("digits", "digits-train"):
+        from swinedge.digits import digits_stream
+
+        return digits_stream(preprocess, size=size, seed=seed, train=src == "digits-train")
+    labels: list[int] | None = None
+    names: list[str] | None = None
+    if src == "default":
+        paths = default_photo_paths()
+        reader: Any = _PhotoReader(paths, preprocess, seed)
+        where = "scikit-image's bundled photographs"
+        if size is not None and size > len(paths):
+            reader.extend_to(size)  # the 9 photos, then seeded crops of them
+    else:
+        root = Path(src)
+        if not root.exists():
+            raise SwinedgeError(f"image source not found: {root} (give a folder, a manifest file, 'default', 'digits' or 'digits-train')")
+        if root.is_dir():
+            where = f"{root} (recursive; {', '.join(s[1:] for s in IMAGE_SUFFIXES)})"
+            paths, folders = _list_folder(root)
+            reader = _FileReader(paths, preprocess, root)
+            if folders is not None and labelled:
+                index = folder_label_map(sorted(set(folders)), str(root), class_names, num_classes)
+                labels = [index[f] for f in folders]
+                names = class_names
+        else:
+            where = f"manifest {root}"
+            paths, labels = _read_manifest(root)
+            reader = _FileReader(paths, preprocess, root.parent)
+            if labels is not None and num_classes is not None and max(labels) >= num_classes:
+                raise SwinedgeError(f"manifest {root}: label {max(labels)} is not a class of the {num_classes}-class model")
+            if not labelled:
+                labels = None
+        if not paths:
+            raise SwinedgeError(f"no readable images found in {where}")
+        if size is not None and size > len(paths):
+            raise SwinedgeError(f"asked for {size} images but {where} lists {len(paths)}: lower the image count or add images")
+    order, spares = _pick(len(reader), size, seed)
+    return ImageStream(src, where, reader, order, spares, labels, names, preprocess, size)
 
 
 def load_image_set(
@@ -240,76 +572,14 @@ def load_image_set(
     *,
     size: int | None = None,
     seed: int = 0,
-    warn=None,
+    warn: Callable[[str], None] | None = None,
+    labelled: bool = True,
+    class_names: list[str] | None = None,
+    num_classes: int | None = None,
 ) -> ImageSet:
-    """Load ``source`` (folder, manifest, ``default``/None or ``digits``) preprocessed.
-
-    ``size`` takes a seeded random subset; fewer images than ``size`` is an error (the
-    default photo set instead adds seeded crops). ``warn`` receives a one-line message
-    when unreadable files were skipped.
-    """
-    if size is not None and size < 1:
-        raise SwinedgeError(f"--calib-size must be >= 1, got {size}")
-    src = "default" if source is None else str(source)
-    if src in ("digits", "digits-train"):
-        from swinedge.digits import digits_image_set
-
-        return digits_image_set(preprocess, size=size, seed=seed, train=src == "digits-train")
-    from PIL import Image, UnidentifiedImageError
-
-    labels: list[int] | None
-    class_names = None
-    if src == "default":
-        paths, labels = default_photo_paths(), None
-        where = "scikit-image's bundled photographs"
-    else:
-        root = Path(src)
-        if not root.exists():
-            raise SwinedgeError(f"image source not found: {root} (give a folder, a manifest file, 'default', 'digits' or 'digits-train')")
-        if root.is_dir():
-            paths, labels, class_names = _list_folder(root)
-            where = f"{root} (recursive; {', '.join(s[1:] for s in IMAGE_SUFFIXES)})"
-        else:
-            paths, labels = _read_manifest(root)
-            where = f"manifest {root}"
-    order = list(range(len(paths)))
-    if size is not None and size < len(paths):
-        order = sorted(random.Random(seed).sample(order, size))
-    images: list[Image.Image] = []
-    kept_labels: list[int] = []
-    kept_paths: list[str] = []
-    skipped = 0
-    for i in order:
-        try:
-            with Image.open(paths[i]) as im:
-                im.load()
-                images.append(im.copy())
-        except (OSError, UnidentifiedImageError, ValueError):
-            skipped += 1
-            continue
-        kept_paths.append(str(paths[i]))
-        if labels is not None:
-            kept_labels.append(labels[i])
-    if skipped and warn is not None:
-        warn(f"skipped {skipped} unreadable or non-image file(s) in {where}")
-    if not images:
-        raise SwinedgeError(f"no readable images found in {where}")
-    if size is not None and len(images) < size:
-        if src == "default":
-            images = _random_crops(images, size, seed)
-            kept_paths = kept_paths + [f"crop:{i}" for i in range(len(kept_paths), size)]
-        else:
-            raise SwinedgeError(f"asked for {size} images but found {len(images)} readable in {where}: lower --calib-size or add images")
-    arrays = np.stack([preprocess(im) for im in images]).astype(np.float32)
-    return ImageSet(
-        arrays,
-        np.asarray(kept_labels, dtype=np.int64) if labels is not None else None,
-        src,
-        kept_paths,
-        skipped,
-        class_names,
-        preprocess,
-    )
+    """:func:`open_images` read into memory (calibration sets, the digits task)."""
+    stream = open_images(source, preprocess, size=size, seed=seed, labelled=labelled, class_names=class_names, num_classes=num_classes)
+    return stream.load(warn)
 
 
 def tile_batch(images: np.ndarray, batch: int) -> np.ndarray:

@@ -74,20 +74,41 @@ def digits_split(img_size: int = 32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.2
     )
 
 
-def digits_image_set(preprocess, *, size: int | None = None, seed: int = 0, train: bool = False):
-    """The held-out split (or, for calibration, the training split) as a labelled
-    :class:`~swinedge.data.ImageSet`."""
-    from swinedge.data import ImageSet
+class _DigitsReader:
+    """The digits split's 8x8 scans, resized and normalised one at a time."""
 
-    split = digits_split(preprocess.img_size, preprocess.mean, preprocess.std)
-    x, y = (split.train_x, split.train_y) if train else (split.test_x, split.test_y)
-    if preprocess.channels != 3:
-        x = x[:, : preprocess.channels]
-    if size is not None and size < len(x):
-        idx = np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))
-        x, y = x[idx], y[idx]
+    def __init__(self, images01: np.ndarray, preprocess, name: str):
+        self.images01, self.preprocess, self.prefix = images01, preprocess, name
+
+    def __len__(self) -> int:
+        return len(self.images01)
+
+    def name(self, i: int) -> str:
+        return f"{self.prefix}:{i}"
+
+    def read(self, i: int) -> np.ndarray:
+        p = self.preprocess
+        return _to_input(self.images01[i : i + 1], p.img_size, p.mean, p.std, p.channels)[0]
+
+
+def digits_stream(preprocess, *, size: int | None = None, seed: int = 0, train: bool = False):
+    """The held-out split (or, for calibration, the training split) as a labelled
+    :class:`~swinedge.data.ImageStream`."""
+    from swinedge.data import ImageStream
+
+    images, labels = _load_raw()
+    tr, te = _split_indices(labels)
+    idx = tr if train else te
+    order = list(range(len(idx)))
+    if size is not None and size < len(idx):
+        order = np.sort(np.random.default_rng(seed).choice(len(idx), size, replace=False)).tolist()
     name = "digits-train" if train else "digits"
-    return ImageSet(x, y, name, [f"{name}:{i}" for i in range(len(x))], 0, [str(i) for i in range(10)])
+    if size is not None and size > len(idx):
+        from swinedge.errors import SwinedgeError
+
+        raise SwinedgeError(f"asked for {size} images but {name} has {len(idx)}: lower the image count")
+    reader = _DigitsReader(images[idx], preprocess, name)
+    return ImageStream(name, name, reader, order, [], labels[idx].tolist(), [str(i) for i in range(10)], preprocess, None if size is None else len(order))
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -79,6 +79,51 @@ def _temp_beside(target: Path) -> Iterator[Path]:
                 folder.rmdir()
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; when the block succeeds it becomes
+    ``target`` (a previous folder there is replaced whole), otherwise it is removed with
+    everything in it. Two runs writing the same folder: the last to finish wins, and
+    the folder is always one run's complete output."""
+    import shutil
+
+    target = Path(target)
+    parent = target.parent
+    created = [p for p in [parent, *parent.parents] if not p.exists()]
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
+    except OSError as e:
+        raise SwinedgeError(f"cannot create output folder {target}: {e.strerror or e}") from None
+    try:
+        yield work
+        for _ in range(8):  # another writer may land between our two renames: retry
+            old = None
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
+                try:
+                    os.replace(target, old / "previous")
+                except FileNotFoundError:
+                    pass
+            try:
+                os.rename(work, target)
+            except OSError:
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+                continue
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            break
+        else:
+            raise SwinedgeError(f"cannot replace {target}: another process keeps writing it")
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
@@ -114,13 +159,22 @@ def refuse_output_over_input(out: str | os.PathLike[str], *inputs: str | os.Path
             raise SwinedgeError(f"{flag} {out} is inside the input folder {given}: write outputs elsewhere")
 
 
-def check_output_folder(out_dir: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> Path:
+def check_output_folder(
+    out_dir: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None, replaces: str | None = None
+) -> Path:
     """Validate a report/output folder before any work: not a file, not an input or
     inside one, and creatable (its nearest existing parent is a writable folder). The
-    folder itself is created only when there is something complete to put in it."""
+    folder itself is created only when there is something complete to put in it.
+
+    ``replaces``: the folder will be replaced whole, so an existing non-empty one must
+    be an earlier output of the same command (it holds the file named ``replaces``)."""
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise SwinedgeError(f"--out {out_dir} is a file: give a folder for the outputs")
+    if replaces and folder.is_dir() and any(folder.iterdir()) and not (folder / replaces).is_file():
+        raise SwinedgeError(
+            f"--out {out_dir} is a folder with other files in it (no {replaces} of an earlier run): give a new or empty folder"
+        )
     refuse_output_over_input(folder, *inputs)
     parent = folder
     while not parent.exists():

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from swinedge.data import ImageSet, Preprocess, load_image_set
+from swinedge.data import ImageStream, Preprocess, load_image_set, open_images
 from swinedge.export import export_onnx
 from swinedge.quantize import QuantizeOptions, calibration_set_for, quantize_onnx
 from swinedge.runners.ort_runner import OnnxRuntimeRunner
 from swinedge.runners.torch_runner import TorchRunner
-from swinedge.verify import DEFAULT_SET_SIZE, MAX_TOP1_DROP, MIN_COSINE, Comparison, check_thresholds, compare_logits, run_batches
+from swinedge.verify import (
+    MAX_TOP1_DROP,
+    MIN_COSINE,
+    Comparison,
+    LogitComparer,
+    check_thresholds,
+    compare_logits,
+    infer_chunk,
+    open_eval_images,
+    runner_batch,
+    stream_logits,
+)
 
 
 def default_cache_dir() -> Path:
@@ -47,7 +59,7 @@ def digits_accuracy(
     say("exporting")
     fp32 = export_onnx(checkpoint, workdir / "digits.fp32.onnx").onnx_path
     pre = Preprocess(32)
-    test = load_image_set("digits", pre)
+    test = open_images("digits", pre)
     calib = load_image_set("digits-train", pre, size=calib_size, seed=0)
     say(f"quantizing int8 ({method}, {calib_size} training images)")
     int8 = quantize_onnx(
@@ -72,21 +84,31 @@ def digits_accuracy(
 
 
 def compare_graphs(
-    checkpoint: str | Path, graphs: list[tuple[str, Path | None]], images: ImageSet
+    checkpoint: str | Path, graphs: list[tuple[str, Path | None]], images: ImageStream
 ) -> list[tuple[str, Path | None, Comparison]]:
-    """Each ONNX graph against the float torch model on ``images``; the reference runs once.
+    """Each ONNX graph against the float torch model on ``images``, streamed: the
+    reference runs once into a scratch file, then each graph batch by batch.
 
     A ``None`` path compares the reference with itself (a row for the table)."""
-    with TorchRunner(checkpoint) as torch_runner:
-        reference = run_batches(torch_runner, images.images, 128)
-    out = []
-    for label, path in graphs:
-        if path is None:
-            logits = reference
-        else:
+    with tempfile.TemporaryDirectory(prefix="swinedge-compare-") as scratch:
+        with TorchRunner(checkpoint) as torch_runner:
+            reference, labels = stream_logits(torch_runner, images, Path(scratch) / "reference.npy", 128)
+        out = []
+        for label, path in graphs:
+            comparer = LogitComparer()
+            if path is None:
+                for i in range(0, len(reference), 4096):
+                    chunk = reference[i : i + 4096]
+                    comparer.update(chunk, chunk, None if labels is None else labels[i : i + 4096])
+                out.append((label, path, comparer.result()))
+                continue
+            done = 0
             with OnnxRuntimeRunner(path) as r:
-                logits = run_batches(r, images.images, 128)
-        out.append((label, path, compare_logits(reference, logits, images.labels)))
+                for chunk in images.batches(runner_batch(r, 128)):
+                    comparer.update(reference[done : done + len(chunk)], infer_chunk(r, chunk.images), chunk.labels)
+                    done += len(chunk)
+            out.append((label, path, comparer.result()))
+        del reference  # the memory map, before its folder goes
     return out
 
 
@@ -117,6 +139,7 @@ def run_pipeline(
     data: str | None = None,
     batches: list[int] | None = None,
     iters: int = 10,
+    labels_file: str | Path | None = None,
     status: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """build -> export -> quantize INT8 + FP16 -> verify -> engines (where TensorRT is)
@@ -128,24 +151,61 @@ def run_pipeline(
     """
     import torch
 
-    from swinedge.bench import benchmark_artifacts, write_report
+    from swinedge.bench import write_report
     from swinedge.io import write_bytes_atomic, write_json_atomic
-    from swinedge.models import build_checkpoint
 
     say = status or (lambda _m: None)
-    from swinedge.io import check_output_folder
+    from swinedge.io import atomic_folder, check_output_folder
 
-    out_dir = check_output_folder(out_dir, weights, calib, data)
+    out_dir = check_output_folder(out_dir, weights, calib, data, labels_file, replaces="report.json")
     if calib_size is not None:
         QuantizeOptions(calib_size=calib_size).validate()  # a bad --calib-size fails before any work
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if model is None and weights is not None:
+        from swinedge.errors import SwinedgeError
+
+        raise SwinedgeError("--weights needs a MODEL name to load them into")
     cuda = torch.cuda.is_available()
     batches = batches or ([1, 8, 32] if cuda else [1, 8])
-    if model is None:
-        if weights is not None:
-            from swinedge.errors import SwinedgeError
+    # Everything is made in a private folder beside --out that becomes --out only when
+    # the run is complete: a failed or interrupted run leaves no half report behind.
+    with atomic_folder(out_dir) as work:
+        summary = _run_in(work, model, weights, calib, calib_size, data, batches, iters, labels_file, say)
+        summary = _relocated(summary, str(work), str(out_dir))
+        files = write_report(summary["benchmark"], work, title=f"swinedge run: {summary['model']}")
+        md = _run_markdown(summary) + "\n" + Path(files["markdown"]).read_text()
+        write_bytes_atomic(work / "report.md", md.encode())
+        write_json_atomic(work / "report.json", summary)
+    summary["files"] = {**_relocated(files, str(work), str(out_dir)), "report": str(out_dir / "report.md"), "report_json": str(out_dir / "report.json")}
+    return summary
 
-            raise SwinedgeError("--weights needs a MODEL name to load them into")
+
+def _relocated(obj: Any, old: str, new: str) -> Any:
+    """``obj`` with every path under ``old`` rewritten to lie under ``new``."""
+    if isinstance(obj, str):
+        return new + obj[len(old) :] if obj == old or obj.startswith(old + os.sep) else obj
+    if isinstance(obj, dict):
+        return {k: _relocated(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relocated(v, old, new) for v in obj]
+    return obj
+
+
+def _run_in(
+    work: Path,
+    model: str | None,
+    weights: str | Path | None,
+    calib: str | None,
+    calib_size: int | None,
+    data: str | None,
+    batches: list[int],
+    iters: int,
+    labels_file: str | Path | None,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    from swinedge.bench import benchmark_artifacts
+    from swinedge.models import build_checkpoint
+
+    if model is None:
         say("digits model: training once, then cached")
         from swinedge.digits import digits_checkpoint
 
@@ -154,19 +214,20 @@ def run_pipeline(
         calib_size = calib_size or 128
     else:
         say(f"building {model}")
-        built = build_checkpoint(model, out_dir / f"{model}.pt", weights=weights)
+        built = build_checkpoint(model, work / f"{model}.pt", weights=weights)
         checkpoint, train = Path(built["checkpoint"]), None
         eval_data, calib_data, model_name = data or calib or "default", calib or "default", model
         calib_size = calib_size or 64
+    with TorchRunner(checkpoint) as ref:  # the evaluation set's labels checked before any long work
+        eval_images = open_eval_images(ref, eval_data, labels_file=labels_file)
     say("exporting ONNX")
-    fp32 = export_onnx(checkpoint, out_dir / "model.fp32.onnx").onnx_path
+    fp32 = export_onnx(checkpoint, work / "model.fp32.onnx").onnx_path
     say("quantizing INT8 (calibrating on CPU)")
     pre_images = calibration_set_for(fp32, calib_data, calib_size, 0)
-    int8 = quantize_onnx(fp32, out_dir / "model.int8.onnx", QuantizeOptions(precision="int8", high_precision_dtype="fp32"), images=pre_images).onnx_path
+    int8 = quantize_onnx(fp32, work / "model.int8.onnx", QuantizeOptions(precision="int8", high_precision_dtype="fp32"), images=pre_images).onnx_path
     say("converting FP16")
-    fp16 = quantize_onnx(fp32, out_dir / "model.fp16.onnx", QuantizeOptions(precision="fp16", calib_size=8), images=pre_images).onnx_path
+    fp16 = quantize_onnx(fp32, work / "model.fp16.onnx", QuantizeOptions(precision="fp16", calib_size=8), images=pre_images).onnx_path
     say("verifying against the float model")
-    eval_images = calibration_set_for(fp32, eval_data, DEFAULT_SET_SIZE if eval_data == "default" else None, 0)
     accuracy = [
         {"precision": label, "artifact": str(path), "top1_reference": c.top1_reference, **_metrics(c), "passed": not check_thresholds(c, MAX_TOP1_DROP, MIN_COSINE)}
         for label, path, c in compare_graphs(checkpoint, [("fp32 onnx", fp32), ("fp16 onnx", fp16), ("int8 onnx", int8)], eval_images)
@@ -177,17 +238,20 @@ def run_pipeline(
     if ok:
         from swinedge.engine import BuildOptions, build_engine
 
-        int8_trt = quantize_onnx(fp32, out_dir / "model.int8.trt.onnx", QuantizeOptions(precision="int8"), images=pre_images).onnx_path
+        int8_trt = quantize_onnx(fp32, work / "model.int8.trt.onnx", QuantizeOptions(precision="int8"), images=pre_images).onnx_path
         for name, src, plugin in (("fp16-native", fp16, "off"), ("fp16-plugin", fp16, "auto"), ("int8-plugin", int8_trt, "auto")):
             say(f"building TensorRT engine {name}")
-            r = build_engine(src, out_dir / f"{name}.plan", BuildOptions(max_batch=max(batches), opt_batch=max(batches), plugin=plugin))
+            r = build_engine(src, work / f"{name}.plan", BuildOptions(max_batch=max(batches), opt_batch=max(batches), plugin=plugin))
             engines.append({"name": name, "plan": str(r.plan), "plugin": r.plugin_used, "note": r.note, "warnings": list(r.warnings), "seconds": r.seconds})
             artifacts.append(str(r.plan))
     say("benchmarking")
-    report = benchmark_artifacts(artifacts, batches=batches, iters=iters, warmup=2, data=eval_data, reference=str(checkpoint), on_step=say)
+    report = benchmark_artifacts(
+        artifacts, batches=batches, iters=iters, warmup=2, data=eval_data, reference=str(checkpoint), labels_file=labels_file,
+        on_step=lambda m, _n=None: say(m),
+    )  # fmt: skip
     if not ok:
         report["skipped"].insert(0, f"TensorRT engines: {why}")
-    summary = {
+    return {
         "model": model_name,
         "checkpoint": str(checkpoint),
         "training": train,
@@ -197,12 +261,6 @@ def run_pipeline(
         "engines": engines,
         "benchmark": report,
     }
-    files = write_report(report, out_dir, title=f"swinedge run: {model_name}")
-    md = _run_markdown(summary) + "\n" + Path(files["markdown"]).read_text()
-    write_bytes_atomic(out_dir / "report.md", md.encode())
-    write_json_atomic(out_dir / "report.json", summary)
-    summary["files"] = {**files, "report": str(out_dir / "report.md"), "report_json": str(out_dir / "report.json")}
-    return summary
 
 
 def _run_markdown(summary: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import onnx
 
-from swinedge.data import ImageSet, Preprocess, load_image_set, tile_batch
+from swinedge.data import ImageSet, ImageStream, Preprocess, open_images, tile_batch
 from swinedge.defaults import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION
 from swinedge.errors import MissingDependencyError, SwinedgeError
 from swinedge.export import load_onnx, onnx_info
@@ -90,18 +90,29 @@ class QuantizeResult:
 
 
 class _ProgressReader:
-    """ONNX Runtime calibration reader that reports each batch it hands out."""
+    """ONNX Runtime calibration reader that decodes one batch at a time (from an
+    :class:`ImageStream`, or slices of an in-memory :class:`ImageSet`) and reports each
+    batch it hands out: memory holds one batch of images, whatever ``--calib-size``."""
 
     def __init__(
-        self, images: np.ndarray, input_name: str, batch: int, on_batch: Callable[[int], None] | None, *, fixed: bool = False
+        self, images: ImageSet | ImageStream, input_name: str, batch: int, on_batch: Callable[[int], None] | None, *, fixed: bool = False
     ):
-        # A graph exported with a fixed batch takes exactly that many images: the last
-        # batch is filled up with repeats of its own images.
-        chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
-        self._batches = [tile_batch(c, batch) if fixed else c for c in chunks]
-        self._input = input_name
+        self._images, self._input, self._batch, self._fixed = images, input_name, batch, fixed
         self._on_batch = on_batch
-        self._it: Iterator[np.ndarray] = iter(self._batches)
+        self._first: np.ndarray | None = None
+        self.warn: Callable[[str], None] | None = None  # told which files were skipped
+        self.rewind()
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        if isinstance(self._images, ImageSet):
+            arrays = self._images.images
+            chunks: Iterator[np.ndarray] = (arrays[i : i + self._batch] for i in range(0, len(arrays), self._batch))
+        else:
+            chunks = (b.images for b in self._images.batches(self._batch, warn=self.warn))
+        for c in chunks:
+            # A graph exported with a fixed batch takes exactly that many images: the
+            # last batch is filled up with repeats of its own images.
+            yield tile_batch(c, self._batch) if self._fixed else c
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         b = next(self._it, None)
@@ -113,13 +124,15 @@ class _ProgressReader:
 
     def get_first(self) -> dict[str, np.ndarray]:
         """First batch without advancing (modelopt's test run of the session)."""
-        return {self._input: self._batches[0]}
+        if self._first is None:
+            self._first = next(self._chunks())
+        return {self._input: self._first}
 
     def rewind(self) -> None:
-        self._it = iter(self._batches)
+        self._it = self._chunks()
 
     def __len__(self) -> int:
-        return len(self._batches)
+        return -(-len(self._images) // self._batch)
 
 
 def fixed_batch(proto: onnx.ModelProto) -> int | None:
@@ -169,13 +182,15 @@ def attention_matmul_nodes(proto: onnx.ModelProto) -> list[str]:
 
 def calibration_set_for(
     onnx_path: str | Path, calib: str | None, size: int, seed: int, warn=None, preprocess_overrides: dict | None = None
-) -> ImageSet:
-    """Calibration images preprocessed as the graph's manifest says (plus ``overrides``)."""
+) -> ImageStream:
+    """Calibration images preprocessed as the graph's manifest says (plus ``overrides``),
+    listed but not read: calibration decodes them a batch at a time. Labels are not
+    needed, so class folders need no class list."""
     info = onnx_info(onnx_path)
     shape = info["input"]["shape"]
     preprocess = Preprocess.from_spec(int(shape[2]), int(shape[1]), info.get("preprocess"))
     preprocess = preprocess.with_overrides(**(preprocess_overrides or {}))
-    return load_image_set(calib, preprocess, size=size, seed=seed, warn=warn)
+    return open_images(calib, preprocess, size=size, seed=seed, labelled=False)
 
 
 def check_output(onnx_path: str | Path, out: str | Path, opts: QuantizeOptions) -> Path:
@@ -192,7 +207,7 @@ def quantize_onnx(
     out: str | Path,
     options: QuantizeOptions | None = None,
     *,
-    images: ImageSet | None = None,
+    images: ImageSet | ImageStream | None = None,
     on_batch: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> QuantizeResult:
@@ -227,7 +242,7 @@ def quantize_onnx(
                     low_precision_type="fp16",
                     op_types_to_exclude=list(opts.kept_op_types) or None,
                     keep_io_types=True,
-                    calibration_data=_npz_of(tile_batch(images.images[:calib_batch], calib_batch) if fixed else images.images[:calib_batch], input_name, scratch),
+                    calibration_data=_npz_of(_first_images(images, calib_batch, fixed is not None), input_name, scratch),
                     providers=["cpu"],
                 )
             if on_batch is not None:
@@ -239,7 +254,8 @@ def quantize_onnx(
                 excluded_nodes.append(PATCH_EMBED_PATTERN)
             if not opts.quantize_head:
                 excluded_nodes.append(HEAD_PATTERN)
-            reader = _ProgressReader(images.images, input_name, calib_batch, on_batch, fixed=fixed is not None)
+            reader = _ProgressReader(images, input_name, calib_batch, on_batch, fixed=fixed is not None)
+            reader.warn = warn
             with _quiet():
                 mo_quantize(
                     str(source),
@@ -265,6 +281,7 @@ def quantize_onnx(
         seconds = time.perf_counter() - start
         calibration = {
             **images.describe(),
+            **({"count": min(len(images), calib_batch)} if opts.precision == "fp16" else {}),
             "method": opts.method if opts.precision != "fp16" else "autocast",
             "seed": opts.seed,
         }
@@ -293,6 +310,11 @@ def quantize_onnx(
         )
     manifest = pending.manifest
     return QuantizeResult(out, manifest_path(out), seconds, calibration, manifest)
+
+
+def _first_images(images: ImageSet | ImageStream, count: int, fixed: bool) -> np.ndarray:
+    first = images.images[:count] if isinstance(images, ImageSet) else images.head(count)
+    return tile_batch(first, count) if fixed else first
 
 
 def _opset(proto: onnx.ModelProto) -> int:

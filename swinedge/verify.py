@@ -11,13 +11,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from swinedge.data import ImageSet, Preprocess, load_image_set, tile_batch
+from swinedge.data import ImageStream, Preprocess, open_images, read_class_names, tile_batch
 from swinedge.defaults import MAX_TOP1_DROP, MIN_COSINE
 from swinedge.errors import SwinedgeError
 from swinedge.runners import Runner, open_runner
 
 # The built-in photo set has 9 photos; verification draws this many (photos + seeded crops).
 DEFAULT_SET_SIZE = 64
+# A batch this large is a typo (one image at 224 is 0.6 MB in float32).
+MAX_BATCH = 4096
 
 
 @dataclass
@@ -40,45 +42,116 @@ class Comparison:
         return {**asdict(self), "top1_drop": self.top1_drop}
 
 
+class LogitComparer:
+    """:class:`Comparison` metrics accumulated batch by batch (float64 math), so a
+    comparison over any number of images holds one batch of logits."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.agree = 0
+        self.cos_sum = 0.0
+        self.cos_min = float("inf")
+        self.max_abs = 0.0
+        self.ref_correct = 0
+        self.cand_correct = 0
+        self.labelled: bool | None = None
+
+    def update(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> None:
+        if reference.shape != candidate.shape:
+            raise SwinedgeError(f"logit shapes differ: reference {reference.shape} vs candidate {candidate.shape}")
+        ref = reference.astype(np.float64)
+        cand = candidate.astype(np.float64)
+        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+        cos = (ref * cand).sum(1) / np.maximum(norms, 1e-30)
+        ref_top, cand_top = ref.argmax(1), cand.argmax(1)
+        self.images += len(ref)
+        self.agree += int((ref_top == cand_top).sum())
+        self.cos_sum += float(cos.sum())
+        self.cos_min = min(self.cos_min, float(cos.min()))
+        err = np.abs(ref - cand)
+        self.max_abs = float("nan") if not np.isfinite(err).all() else max(self.max_abs, float(err.max()))
+        self.labelled = labels is not None
+        if labels is not None:
+            self.ref_correct += int((ref_top == labels).sum())
+            self.cand_correct += int((cand_top == labels).sum())
+
+    def result(self) -> Comparison:
+        if not self.images:
+            raise SwinedgeError("no images were compared")
+        out = Comparison(
+            images=self.images,
+            top1_agreement=self.agree * 100.0 / self.images,
+            cosine_mean=self.cos_sum / self.images,
+            cosine_min=self.cos_min,
+            max_abs_err=self.max_abs,
+        )
+        if self.labelled:
+            out.top1_reference = self.ref_correct * 100.0 / self.images
+            out.top1_candidate = self.cand_correct * 100.0 / self.images
+        return out
+
+
 def compare_logits(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> Comparison:
     """Metrics of two ``[N, classes]`` logit arrays (float64 math)."""
-    if reference.shape != candidate.shape:
-        raise SwinedgeError(f"logit shapes differ: reference {reference.shape} vs candidate {candidate.shape}")
-    ref = reference.astype(np.float64)
-    cand = candidate.astype(np.float64)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cos = (ref * cand).sum(1) / np.maximum(norms, 1e-30)
-    ref_top, cand_top = ref.argmax(1), cand.argmax(1)
-    out = Comparison(
-        images=len(ref),
-        top1_agreement=float((ref_top == cand_top).mean() * 100),
-        cosine_mean=float(cos.mean()),
-        cosine_min=float(cos.min()),
-        max_abs_err=float(np.abs(ref - cand).max()),
-    )
-    if labels is not None:
-        out.top1_reference = float((ref_top == labels).mean() * 100)
-        out.top1_candidate = float((cand_top == labels).mean() * 100)
-    return out
+    comparer = LogitComparer()
+    comparer.update(reference, candidate, labels)
+    return comparer.result()
+
+
+def runner_batch(runner: Runner, batch: int) -> int:
+    """``batch`` clipped to the batches the runner accepts (fixed-batch graph, profile)."""
+    limits = runner.batch_range
+    return batch if limits is None else min(max(batch, limits[0]), limits[1])
+
+
+def infer_chunk(runner: Runner, images: np.ndarray) -> np.ndarray:
+    """Logits of ``images`` (at most the runner's largest batch); a chunk smaller than
+    the runner's smallest batch is filled up with repeats, whose outputs are dropped."""
+    limits = runner.batch_range
+    n = len(images)
+    if limits is not None and n < limits[0]:
+        images = tile_batch(images, limits[0])
+    return runner.infer(images)[:n]
 
 
 def run_batches(runner: Runner, images: np.ndarray, batch: int, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-    """Logits of every image, ``batch`` at a time, within the batches the runner accepts
-    (a fixed-batch graph or an engine profile): a short last chunk is filled up with
-    repeats of its images, whose outputs are dropped."""
-    limits = runner.batch_range
-    if limits is not None:
-        batch = min(max(batch, limits[0]), limits[1])
+    """Logits of every image of an in-memory set, ``batch`` at a time, within the
+    batches the runner accepts."""
+    batch = runner_batch(runner, batch)
     outs = []
     for i in range(0, len(images), batch):
         chunk = images[i : i + batch]
-        n = len(chunk)
-        if limits is not None and n < limits[0]:
-            chunk = tile_batch(chunk, limits[0])
-        outs.append(runner.infer(chunk)[:n])
+        outs.append(infer_chunk(runner, chunk))
         if on_batch is not None:
-            on_batch(n)
+            on_batch(len(chunk))
     return np.concatenate(outs)
+
+
+def stream_logits(
+    runner: Runner,
+    images: ImageStream,
+    path: Path,
+    batch: int = 32,
+    on_batch: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``runner``'s logits for every image of the stream, written to a memory-mapped
+    ``.npy`` file at ``path`` (RAM holds one batch), and the labels when there are any."""
+    out = None
+    labels: list[np.ndarray] = []
+    done = 0
+    for chunk in images.batches(runner_batch(runner, batch), warn=warn):
+        logits = infer_chunk(runner, chunk.images)
+        if out is None:
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(images), logits.shape[1]))
+        out[done : done + len(chunk)] = logits
+        done += len(chunk)
+        if chunk.labels is not None:
+            labels.append(chunk.labels)
+        if on_batch is not None:
+            on_batch(len(chunk))
+    assert out is not None  # the stream raises when nothing was readable
+    return out[:done], (np.concatenate(labels) if labels else None)
 
 
 def preprocess_for(runner: Runner) -> Preprocess:
@@ -125,6 +198,38 @@ def check_thresholds(c: Comparison, max_top1_drop: float, min_cosine: float) -> 
     return failures
 
 
+def check_threshold_options(max_top1_drop: float, min_cosine: float, batch: int) -> None:
+    """Thresholds and batch as the user typed them, checked before any work."""
+    if not 0 <= max_top1_drop <= 100:  # also false for NaN
+        raise SwinedgeError(f"--max-top1-drop must be 0..100 points, got {max_top1_drop}")
+    if not -1 <= min_cosine <= 1:
+        raise SwinedgeError(f"--min-cosine must be -1..1, got {min_cosine}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise SwinedgeError(f"--batch must be 1..{MAX_BATCH}, got {batch}")
+
+
+def open_eval_images(
+    runner: Runner,
+    data: str | None,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    labels_file: str | Path | None = None,
+    preprocess_overrides: dict | None = None,
+) -> ImageStream:
+    """The evaluation images for ``runner``'s model, listed (not read): its input size
+    and preprocessing, labels numbered by its class list (``labels_file`` wins)."""
+    if size is None and data in (None, "default"):
+        size = DEFAULT_SET_SIZE
+    spec = runner.input_spec
+    preprocess = preprocess_for(runner).with_overrides(**(preprocess_overrides or {}))
+    class_names = read_class_names(labels_file) if labels_file is not None else spec.get("class_names")
+    num_classes = spec.get("num_classes")
+    if class_names is not None and num_classes and len(class_names) != num_classes:
+        raise SwinedgeError(f"--labels lists {len(class_names)} classes but the model has {num_classes}: give the model's own class list")
+    return open_images(data, preprocess, size=size, seed=seed, class_names=class_names, num_classes=num_classes)
+
+
 def verify(
     reference: str | Path,
     candidate: str | Path,
@@ -135,14 +240,17 @@ def verify(
     min_cosine: float = MIN_COSINE,
     batch: int = 16,
     seed: int = 0,
-    images: ImageSet | None = None,
+    labels_file: str | Path | None = None,
     preprocess_overrides: dict | None = None,
+    on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> VerifyReport:
-    """Run both artifacts on the same images and compare them."""
-    if batch < 1:
-        raise SwinedgeError(f"--batch must be >= 1, got {batch}")
+    """Run both artifacts on the same images, a batch at a time, and compare them.
+
+    Memory holds one batch of images and logits whatever the set's size; ``on_start``
+    receives the number of images before the first batch, ``on_batch`` each batch's."""
+    check_threshold_options(max_top1_drop, min_cosine, batch)
     ref_runner = open_runner(reference)
     cand_runner = open_runner(candidate)
     with ref_runner, cand_runner:
@@ -150,19 +258,22 @@ def verify(
         for key in ("img_size", "in_chans", "num_classes"):
             if ref_spec.get(key) and cand_spec.get(key) and ref_spec[key] != cand_spec[key]:
                 raise SwinedgeError(f"reference and candidate differ in {key}: {ref_spec[key]} vs {cand_spec[key]}; compare artifacts of one model")
-        if images is None:
-            if size is None and data in (None, "default"):
-                size = DEFAULT_SET_SIZE
-            preprocess = preprocess_for(ref_runner).with_overrides(**(preprocess_overrides or {}))
-            images = load_image_set(data, preprocess, size=size, seed=seed, warn=warn)
-        ref_logits = run_batches(ref_runner, images.images, batch, on_batch)
-        cand_logits = run_batches(cand_runner, images.images, batch, on_batch)
-        comparison = compare_logits(ref_logits, cand_logits, images.labels)
+        images = open_eval_images(ref_runner, data, size=size, seed=seed, labels_file=labels_file, preprocess_overrides=preprocess_overrides)
+        if on_start is not None:
+            on_start(len(images))
+        # One read of each batch feeds both runners, each within the batches it accepts.
+        step = min(runner_batch(ref_runner, batch), runner_batch(cand_runner, batch))
+        comparer = LogitComparer()
+        for chunk in images.batches(step, warn=warn):
+            comparer.update(infer_chunk(ref_runner, chunk.images), infer_chunk(cand_runner, chunk.images), chunk.labels)
+            if on_batch is not None:
+                on_batch(len(chunk))
+        comparison = comparer.result()
         names = (ref_runner.name, cand_runner.name)
     return VerifyReport(
         reference=f"{reference} ({names[0]})",
         candidate=f"{candidate} ({names[1]})",
-        data=images.describe(),
+        data=images.describe(comparison.images),
         comparison=comparison,
         thresholds={"max_top1_drop": max_top1_drop, "min_cosine": min_cosine},
         failures=check_thresholds(comparison, max_top1_drop, min_cosine),

@@ -22,16 +22,82 @@ def _img(path: Path, color=(200, 30, 60), size=(40, 48), fmt=None) -> Path:
     return path
 
 
-def test_folder_recursive_with_labels(tmp_path: Path) -> None:
+def test_folder_recursive_with_labels_from_the_class_list(tmp_path: Path) -> None:
     _img(tmp_path / "cat" / "a.jpg")
     _img(tmp_path / "cat" / "deep" / "b.png")
     _img(tmp_path / "dog" / "c.webp")
     _img(tmp_path / "dog" / "d.bmp")
     (tmp_path / "dog" / "notes.txt").write_text("not an image")
-    s = load_image_set(tmp_path, PRE)
+    s = load_image_set(tmp_path, PRE, class_names=["bird", "cat", "dog"])
     assert s.images.shape == (4, 3, 32, 32) and s.images.dtype == np.float32
-    assert s.class_names == ["cat", "dog"]
-    assert list(s.labels) == [0, 0, 1, 1]
+    assert list(s.labels) == [1, 1, 2, 2]  # indices in the model's list, not among the folders present
+
+
+def test_class_folders_never_numbered_by_the_folders_present(tmp_path: Path) -> None:
+    """A partial copy of a labelled set: folder '999' is class 999, not the 2nd folder."""
+    _img(tmp_path / "3" / "a.png")
+    _img(tmp_path / "999" / "b.png")
+    s = load_image_set(tmp_path, PRE, num_classes=1000)
+    assert list(s.labels) == [3, 999]
+    with pytest.raises(SwinedgeError, match="class folder '999' .* is class 999, but the model has 10 classes"):
+        load_image_set(tmp_path, PRE, num_classes=10)
+    with pytest.raises(SwinedgeError, match="cannot tell which class each folder .*'cat'.*--labels FILE"):
+        _img(tmp_path / "cat" / "c.png")
+        load_image_set(tmp_path, PRE)
+    with pytest.raises(SwinedgeError, match="class folder 'cat' .* not one of the model's 2 class names"):
+        load_image_set(tmp_path, PRE, class_names=["3", "999"])
+    # Calibration ignores labels: any folder layout will do.
+    assert load_image_set(tmp_path, PRE, labelled=False).labels is None
+
+
+def test_imagenet_synset_folders_take_the_imagenet_1k_index(tmp_path: Path) -> None:
+    from swinedge.data import imagenet1k_classes
+
+    synsets = imagenet1k_classes()
+    assert len(synsets) == 1000 == len(set(synsets)) and synsets == sorted(synsets)
+    # Independent anchors: ImageNet-1k class 0 is tench, 1 goldfish, 999 toilet tissue.
+    assert (synsets[0], synsets[1], synsets[999]) == ("n01440764", "n01443537", "n15075141")
+    _img(tmp_path / "n15075141" / "a.png")
+    _img(tmp_path / "n01443537" / "b.png")
+    s = load_image_set(tmp_path, PRE, num_classes=1000)
+    assert list(s.labels) == [1, 999]
+    _img(tmp_path / "n99999999" / "c.png")
+    with pytest.raises(SwinedgeError, match="'n99999999' .* not an ImageNet-1k synset"):
+        load_image_set(tmp_path, PRE, num_classes=1000)
+
+
+def test_labels_file(tmp_path: Path) -> None:
+    from swinedge.data import read_class_names
+
+    (tmp_path / "l.txt").write_text("# classes\ncat\n\ndog\n")
+    assert read_class_names(tmp_path / "l.txt") == ["cat", "dog"]
+    (tmp_path / "l.json").write_text(json.dumps(["a", "b", "c"]))
+    assert read_class_names(tmp_path / "l.json") == ["a", "b", "c"]
+    (tmp_path / "dup.txt").write_text("a\nb\na\n")
+    with pytest.raises(SwinedgeError, match="names class 'a' more than once"):
+        read_class_names(tmp_path / "dup.txt")
+    (tmp_path / "empty.txt").write_text("\n# nothing\n")
+    with pytest.raises(SwinedgeError, match="lists no class names"):
+        read_class_names(tmp_path / "empty.txt")
+
+
+def test_stream_reads_one_batch_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """Files are decoded only when their batch is due: never more than a batch ahead."""
+    from swinedge import data
+
+    for i in range(10):
+        _img(tmp_path / f"{i}.png", color=(i * 20, 0, 0))
+    stream = data.open_images(tmp_path, PRE)
+    decoded: list[int] = []
+    real = data._FileReader.decode
+    monkeypatch.setattr(data._FileReader, "decode", lambda self, i: decoded.append(i) or real(self, i))
+    sizes = []
+    for batch in stream.batches(4):
+        sizes.append(len(batch))
+        assert len(decoded) == sum(sizes)  # nothing read ahead of the batch handed out
+    assert sizes == [4, 4, 2] and decoded == list(range(10))
+    whole = data.load_image_set(tmp_path, PRE).images
+    np.testing.assert_array_equal(np.concatenate([b.images for b in stream.batches(3)]), whole)
 
 
 def test_flat_folder_has_no_labels(tmp_path: Path) -> None:
@@ -59,24 +125,31 @@ def test_manifest_half_labelled_is_an_error(tmp_path: Path) -> None:
         load_image_set(tmp_path / "m.txt", PRE)
 
 
-def test_bad_files_are_skipped_and_counted(tmp_path: Path) -> None:
+def test_bad_files_are_skipped_counted_and_named(tmp_path: Path) -> None:
     _img(tmp_path / "good.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "fake.jpg").write_text("hello")
     messages: list[str] = []
     s = load_image_set(tmp_path, PRE, warn=messages.append)
     assert len(s) == 1 and s.skipped == 2
-    assert messages == [messages[0]] and "skipped 2" in messages[0]
+    assert len(messages) == 1 and "skipped 2" in messages[0]
+    assert "broken.png" in messages[0] and "fake.jpg (not an image)" in messages[0]
 
 
-def test_empty_folder_and_too_few(tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(SwinedgeError, match="no readable images found in .*empty"):
-        load_image_set(tmp_path / "empty", PRE)
-    _img(tmp_path / "two" / "a.png")
-    _img(tmp_path / "two" / "b.png")
-    with pytest.raises(SwinedgeError, match="asked for 5 images but found 2"):
-        load_image_set(tmp_path / "two", PRE, size=5)
+def test_a_corrupt_pick_is_replaced_by_another_readable_image(tmp_path: Path) -> None:
+    """A seeded pick of 4 out of 6 files where 2 are corrupt: both are replaced."""
+    for i in range(4):
+        _img(tmp_path / f"ok{i}.png", color=(i * 40, 0, 0))
+    (tmp_path / "bad0.png").write_bytes(b"junk")
+    (tmp_path / "bad1.png").write_bytes(b"junk")
+    for seed in range(6):  # several picks, most of which include a corrupt file
+        messages: list[str] = []
+        s = load_image_set(tmp_path, PRE, size=4, seed=seed, warn=messages.append)
+        assert sorted(Path(p).name for p in s.paths) == [f"ok{i}.png" for i in range(4)]
+        if s.skipped:
+            assert "others read in their place" in messages[0] and "bad" in messages[0]
+    with pytest.raises(SwinedgeError, match="asked for 5 images but found 4 readable .*2 unreadable, e.g. bad"):
+        load_image_set(tmp_path, PRE, size=5)
 
 
 def test_seeded_subset(tmp_path: Path) -> None:

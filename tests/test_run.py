@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli_helpers import one_line_error
 from swinedge.cli import app
 
 pytestmark = pytest.mark.slow
@@ -44,12 +45,18 @@ def test_run_with_a_model_and_separate_eval_set(tmp_path: Path) -> None:
         for i in range(2):
             Image.new("RGB", (90, 70), (40 * i, 120, 30 if cls == "a" else 220)).save(tmp_path / "eval" / cls / f"{i}.png")
     out = tmp_path / "run"
-    r = CliRunner().invoke(
-        app,
-        ["run", "swin_micro_patch4_window4_64", "--data", str(tmp_path / "eval"), "--calib-size", "12", "--out", str(out), "--iters", "1", "--batch", "1"],
-    )
+    args = ["run", "swin_micro_patch4_window4_64", "--data", str(tmp_path / "eval"), "--calib-size", "12", "--out", str(out), "--iters", "1", "--batch", "1"]
+    # Folders named neither by class index nor in a class list: refused before any work.
+    r = CliRunner().invoke(app, args)
+    assert "cannot tell which class each folder" in one_line_error(r)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]  # no half run folder
+    (tmp_path / "eval" / "a").rename(tmp_path / "eval" / "7")
+    (tmp_path / "eval" / "b").rename(tmp_path / "eval" / "300")
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "report.json").read_text())
     assert summary["eval_data"] == str(tmp_path / "eval") and summary["calibration"] == {"source": "default", "count": 12}
     assert summary["accuracy"][0]["top1_reference"] is not None  # labelled folders give top-1
     assert (out / "swin_micro_patch4_window4_64.pt.json").exists()
+    assert str(out / "model.int8.onnx") in {a["artifact"] for a in summary["accuracy"]}  # paths name the final folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval", "run"]  # no scratch folder left beside it

@@ -11,6 +11,7 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
+from cli_helpers import one_line_error
 from swinedge.cli import app
 from swinedge.export import export_onnx
 from swinedge.verify import compare_logits
@@ -68,14 +69,28 @@ def test_verify_trips_on_damaged_graph(graphs) -> None:
 def test_verify_with_labels_reports_top1(graphs, tmp_path: Path) -> None:
     from PIL import Image
 
+    data = tmp_path / "data"
     for cls in ("a", "b"):
         for i in range(2):
-            (tmp_path / cls).mkdir(exist_ok=True)
-            Image.new("RGB", (80, 80), (60 * i, 90, 200)).save(tmp_path / cls / f"{i}.png")
+            (data / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (80, 80), (60 * i, 90, 200)).save(data / cls / f"{i}.png")
     good, _ = graphs
-    r = runner.invoke(app, ["verify", NAME, str(good), "--data", str(tmp_path), "--json"])
+    r = runner.invoke(app, ["verify", NAME, str(good), "--data", str(data), "--json"])
+    assert "cannot tell which class each folder" in one_line_error(r)  # never numbered by the folders present
+    classes = model_classes()
+    (tmp_path / "classes.txt").write_text("\n".join(["b", "a", *(f"c{i}" for i in range(2, classes))]) + "\n")
+    r = runner.invoke(app, ["verify", NAME, str(good), "--data", str(data), "--labels", str(tmp_path / "classes.txt"), "--json"])
     report = json.loads(r.stdout)
     assert report["images"] == 4 and report["top1_reference"] is not None and report["top1_drop"] == 0.0
+    (tmp_path / "short.txt").write_text("a\nb\n")
+    r = runner.invoke(app, ["verify", NAME, str(good), "--data", str(data), "--labels", str(tmp_path / "short.txt")])
+    assert f"--labels lists 2 classes but the model has {classes}" in one_line_error(r)
+
+
+def model_classes() -> int:
+    from swinedge.models import create_model
+
+    return create_model(NAME).head.fc.out_features
 
 
 def test_verify_missing_candidate(tmp_path: Path) -> None:
