@@ -265,6 +265,7 @@ def quantize(
     precision: str = typer.Option("int8", "--precision", "-p", help="int8 | fp8 (explicit Q/DQ) | fp16 (AutoCast)."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Image folder, manifest file, 'default' (bundled photos) or 'digits'."),
     calib_size: int = typer.Option(64, "--calib-size", help="Calibration images (seeded random subset)."),
+    calib_batch: int = typer.Option(8, "--calib-batch", help="Images per calibration step: peak memory grows with it, not with --calib-size."),
     method: str = typer.Option("entropy", "--method", help="Calibration: entropy | max."),
     keep_high_precision: Optional[str] = typer.Option(
         None,
@@ -290,6 +291,7 @@ def quantize(
         precision=precision,
         calib=calib,
         calib_size=calib_size,
+        calib_batch=calib_batch,
         method=method,
         seed=seed,
         keep_high_precision=None if keep_high_precision is None else _str_list(keep_high_precision),
@@ -308,9 +310,17 @@ def quantize(
     with progress_bar(f"calibrating {precision} ({method})", len(images)) as advance:
         r = quantize_onnx(onnx_path, out_path, opts, images=images, on_batch=advance, warn=warn)
     if as_json:
-        print_json({"onnx": str(r.onnx_path), "manifest": str(r.manifest_path), "seconds": r.seconds, "calibration": r.calibration})
+        print_json(
+            {"onnx": str(r.onnx_path), "manifest": str(r.manifest_path), "seconds": r.seconds, "calibration": r.calibration, "peak_memory_mb": r.peak_memory_mb}
+        )
     else:
-        out.print(f"wrote {r.onnx_path} ({precision}, {r.calibration['count']} calibration images, {r.seconds:.1f}s) and {r.manifest_path}", highlight=False, markup=False)
+        peak = f", peak memory {r.peak_memory_mb / 1024:.1f} GiB" if r.peak_memory_mb else ""
+        out.print(
+            f"wrote {r.onnx_path} ({precision}, {r.calibration['count']} calibration images in batches of {r.calibration['batch']}, "
+            f"{r.seconds:.1f}s{peak}) and {r.manifest_path}",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
@@ -553,11 +563,15 @@ def run() -> None:  # console-script entry point
     signal.signal(signal.SIGTERM, _terminated)
     # The whole command gets a private temp dir: what libraries leave there (ONNX Runtime
     # writes a session marker when its sessions are destroyed) goes when the command ends.
-    with private_workspace("swinedge-run-"):
-        try:
-            app()
-        finally:
-            gc.collect()  # destroy library sessions while the private temp dir is current
+    try:
+        with private_workspace("swinedge-run-"):
+            try:
+                app()
+            finally:
+                gc.collect()  # destroy library sessions while the private temp dir is current
+    except KeyboardInterrupt:  # outside a command (while parsing options): same answer
+        err.print("interrupted")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

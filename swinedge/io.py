@@ -36,14 +36,52 @@ def atomic_paths(*targets: str | os.PathLike[str]) -> Iterator[list[Path]]:
         temps = [stack.enter_context(_temp_beside(p)) for p in paths]
         yield temps
         done: list[Path] = []
-        for tmp, target in zip(temps, paths):
-            try:
-                os.replace(tmp, target)
-            except OSError as e:
-                for written in done:
-                    written.unlink(missing_ok=True)
-                raise SwinedgeError(f"cannot write {target}: {e.strerror or e}") from None
-            done.append(target)
+        # Another process writing the same targets renames its set under the same lock,
+        # so the set on disk is always one writer's (last complete writer wins).
+        with folder_lock(paths[0].parent), signals_deferred():
+            for tmp, target in zip(temps, paths):
+                try:
+                    os.replace(tmp, target)
+                except OSError as e:
+                    for written in done:
+                        written.unlink(missing_ok=True)
+                    raise SwinedgeError(f"cannot write {target}: {e.strerror or e}") from None
+                done.append(target)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done (a few renames), so a set of
+    outputs is never left half renamed; the signal takes effect right after."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder`` itself (no lock file is left behind),
+    held by one swinedge process at a time; a no-op where ``flock`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager
@@ -97,31 +135,35 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise SwinedgeError(f"cannot create output folder {target}: {e.strerror or e}") from None
     try:
         yield work
-        for _ in range(8):  # another writer may land between our two renames: retry
-            old = None
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
-                try:
-                    os.replace(target, old / "previous")
-                except FileNotFoundError:
-                    pass
-            try:
-                os.rename(work, target)
-            except OSError:
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-                continue
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-            break
-        else:
-            raise SwinedgeError(f"cannot replace {target}: another process keeps writing it")
+        with folder_lock(parent), signals_deferred():
+            _replace_folder(work, target)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
         for folder in created:
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+
+def _replace_folder(work: Path, target: Path) -> None:
+    """Under the folder lock: move a previous ``target`` aside, rename ``work`` onto it,
+    then delete the previous one (put back if the rename fails)."""
+    import shutil
+
+    old = None
+    try:
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / "previous")
+        try:
+            os.rename(work, target)
+        except OSError as e:
+            if old is not None:
+                os.replace(old / "previous", target)
+            raise SwinedgeError(f"cannot write {target}: {e.strerror or e}") from None
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> Path:

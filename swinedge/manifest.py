@@ -74,8 +74,7 @@ def artifact_with_manifest(kind: str, artifact: str | Path) -> Iterator[PendingA
 
     The caller writes the artifact to ``pending.path`` and fills ``pending.fields``; on
     success the manifest (with the artifact's hash) and the artifact are renamed into
-    place, manifest first: an interruption between the two renames leaves a manifest
-    whose hash names no file, never an artifact nobody describes."""
+    place together, with Ctrl-C and SIGTERM held for those two renames."""
     artifact = Path(artifact)
     with atomic_paths(manifest_path(artifact), artifact) as (tmp_manifest, tmp_artifact):
         pending = PendingArtifact(tmp_artifact, {})

@@ -139,6 +139,42 @@ def test_interrupted_quantize_leaves_the_file_system_as_it_found_it(box: Sandbox
     assert box.snapshot() == before
 
 
+def _wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the command ended before {what}: {proc.communicate()[1][-500:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args,point",
+    [
+        (["export", MICRO, "--out", "out/e.onnx"], "partial export file"),
+        (["run", MICRO, "--calib-size", "8", "--iters", "1", "--batch", "1", "--out", "r"], "run folder holds the FP32 graph"),
+        (["run", MICRO, "--calib-size", "8", "--iters", "1", "--batch", "1", "--out", "r"], "run folder holds the INT8 graph"),
+        (["verify", MICRO, "m.onnx", "--size", "400", "--batch", "1"], "verification has begun"),
+    ],
+    ids=["export-writing", "run-after-export", "run-after-int8", "verify-streaming"],
+)
+def test_ctrl_c_at_several_points_leaves_the_file_system_as_it_found_it(box: Sandbox, args: list[str], point: str) -> None:
+    before = box.snapshot()
+    proc = box.start(*args)
+    partial = lambda pattern: list(box.work.rglob(pattern))  # noqa: E731
+    ready = {
+        "partial export file": lambda: partial(".e.onnx.*.partial"),
+        "run folder holds the FP32 graph": lambda: partial(".r.*.partial/model.fp32.onnx"),
+        "run folder holds the INT8 graph": lambda: partial(".r.*.partial/model.int8.onnx"),
+        "verification has begun": lambda: any(box.tmp.glob("swinedge-run-*")) and time.sleep(3.0) is None,
+    }[point]
+    _wait_for(proc, ready, point)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr, stderr[-800:]
+    assert box.snapshot() == before
+
+
 # -- fixed-batch graphs ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_fixed_batch_graph_quantizes_verifies_and_benchmarks(box: Sandbox) -> None:
@@ -187,3 +223,52 @@ def test_benchmark_with_nothing_to_run_fails(box: Sandbox) -> None:
     message = one_line_error(box.run("benchmark", "junk.plan", "--reference", MICRO, "--batch", "1", "--iters", "1", "--out", "b"))
     assert "nothing was benchmarked" in message
     assert not (box.work / "b").exists()
+
+
+# -- two writers at once ------------------------------------------------------------------------------------
+def _write_pair(args: tuple[str, int, int]) -> int:
+    """One writer: artifact i and a 'manifest' naming its hash, ``rounds`` times; after
+    each, it looks at the pair under the same folder lock and counts mismatches."""
+    from swinedge.io import atomic_paths, folder_lock
+
+    folder, i, rounds = args
+    art_path, man_path = Path(folder) / "a.bin", Path(folder) / "a.bin.json"
+    mismatches = 0
+    for r in range(rounds):
+        data = f"writer {i} round {r} ".encode() * 20_000
+        with atomic_paths(art_path, man_path) as (art, man):
+            art.write_bytes(data)
+            man.write_text(hashlib.sha256(data).hexdigest())
+        with folder_lock(Path(folder)):
+            mismatches += man_path.read_text() != _sha(art_path)
+    return mismatches
+
+
+def test_concurrent_writers_of_one_artifact_leave_one_writers_pair(tmp_path: Path) -> None:
+    """Four processes write the same artifact + manifest pair 40 times each, at once, and
+    after each write look at the pair under the folder lock: it always belongs to one
+    writer (the renames of a set hold that lock; without it this sees dozens of mixed
+    pairs), and no temporary file is left."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        mismatches = sum(pool.imap_unordered(_write_pair, [(str(tmp_path), i, 40) for i in range(4)]))
+    assert mismatches == 0
+    assert (tmp_path / "a.bin.json").read_text() == _sha(tmp_path / "a.bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.bin.json"]
+
+
+@pytest.mark.slow
+def test_two_quantize_runs_to_one_output_leave_one_complete_artifact(box: Sandbox) -> None:
+    runs = [box.start("quantize", "m.onnx", "--calib-size", str(n), "--out", "q.onnx") for n in (4, 8)]
+    for p in runs:
+        _, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr
+    import json
+
+    manifest = json.loads((box.work / "q.onnx.json").read_text())
+    assert manifest["sha256"] == _sha(box.work / "q.onnx")  # the pair is one writer's
+    assert manifest["quantization"]["calibration"]["count"] in (4, 8)
+    assert sorted(p.name for p in box.work.iterdir()) == ["b1.onnx", "b1.onnx.json", "m.onnx", "m.onnx.json", "q.onnx", "q.onnx.json"]
+    assert list(box.tmp.iterdir()) == []
