@@ -107,3 +107,66 @@ def test_verify_preprocessing_overrides(graphs) -> None:
     report = json.loads(r.stdout)
     assert report["data"]["preprocess"]["resize"] == 96 and report["data"]["preprocess"]["interpolation"] == "nearest"
     assert report["cosine_min"] > 0.99999
+
+
+def test_streamed_comparison_equals_the_whole_array_comparison() -> None:
+    """Batch-by-batch accumulation gives the metrics of one comparison over everything."""
+    from swinedge.verify import LogitComparer
+
+    rng = np.random.default_rng(0)
+    ref, cand = rng.normal(size=(37, 10)), rng.normal(size=(37, 10))
+    labels = rng.integers(0, 10, 37)
+    whole = compare_logits(ref, cand, labels)
+    comparer = LogitComparer()
+    for i in range(0, 37, 5):
+        comparer.update(ref[i : i + 5], cand[i : i + 5], labels[i : i + 5])
+    streamed = comparer.result()
+    assert streamed.images == whole.images and streamed.top1_agreement == whole.top1_agreement
+    assert streamed.cosine_mean == pytest.approx(whole.cosine_mean) and streamed.cosine_min == whole.cosine_min
+    assert streamed.max_abs_err == whole.max_abs_err and streamed.top1_candidate == whole.top1_candidate
+
+
+def test_verify_reads_images_one_batch_ahead_at_most(graphs, tmp_path: Path, monkeypatch) -> None:
+    """Memory is one batch whatever the set's size: between two inferences at most one
+    batch of files is decoded, and every image is compared."""
+    from PIL import Image
+
+    from swinedge import data
+    from swinedge.runners.ort_runner import OnnxRuntimeRunner
+    from swinedge.verify import verify
+
+    for i in range(23):
+        Image.new("RGB", (70, 70), (i * 10, 50, 200)).save(tmp_path / f"{i:02d}.png")
+    decoded, inferred, ahead = [0], [0], []
+    real_decode, real_infer = data._FileReader.decode, OnnxRuntimeRunner.infer
+
+    def decode(self, i):
+        decoded[0] += 1
+        ahead.append(decoded[0] - inferred[0])
+        return real_decode(self, i)
+
+    def infer(self, x):
+        inferred[0] += len(x)
+        return real_infer(self, x)
+
+    monkeypatch.setattr(data._FileReader, "decode", decode)
+    monkeypatch.setattr(OnnxRuntimeRunner, "infer", infer)
+    good, _ = graphs
+    report = verify(good, good, data=str(tmp_path), batch=4)
+    assert report.comparison.images == 23 and decoded[0] == 23 and inferred[0] == 2 * 23
+    assert max(ahead) <= 4
+
+
+def test_progress_lines_with_eta_when_stderr_is_not_a_terminal(capsys) -> None:
+    from swinedge.cli import ProgressReport
+
+    with ProgressReport("verifying (images)", every=0.0) as progress:
+        progress.start(100)
+        progress.advance(25)
+        progress.advance(25)
+        progress.step("next step", 10)
+        progress.advance(10)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("verifying (images): 25/100 (25%), 0:00:00 elapsed, about 0:00:00 left")
+    assert lines[1].startswith("verifying (images): 50/100 (50%)")
+    assert lines[-1].startswith("next step: 10/10 (100%)") and "left" not in lines[-1]
