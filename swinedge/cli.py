@@ -265,7 +265,9 @@ def quantize(
     precision: str = typer.Option("int8", "--precision", "-p", help="int8 | fp8 (explicit Q/DQ) | fp16 (AutoCast)."),
     calib: Optional[str] = typer.Option(None, "--calib", help="Image folder, manifest file, 'default' (bundled photos) or 'digits'."),
     calib_size: int = typer.Option(64, "--calib-size", help="Calibration images (seeded random subset)."),
-    calib_batch: int = typer.Option(8, "--calib-batch", help="Images per calibration step: peak memory grows with it, not with --calib-size."),
+    calib_batch: Optional[int] = typer.Option(
+        None, "--calib-batch", help="Images per calibration step (default 8 for int8/fp8, 2 for fp16): peak memory grows with it, not with --calib-size."
+    ),
     method: str = typer.Option("entropy", "--method", help="Calibration: entropy | max."),
     keep_high_precision: Optional[str] = typer.Option(
         None,

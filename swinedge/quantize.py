@@ -52,7 +52,7 @@ class QuantizeOptions:
     quantize_head: bool = False
     quantize_attention_matmuls: bool = False
     high_precision_dtype: str = "fp16"
-    calib_batch: int = 8
+    calib_batch: int | None = None  # None: DEFAULT_CALIB_BATCH of the precision
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -67,8 +67,13 @@ class QuantizeOptions:
             raise SwinedgeError(
                 f"--calib-size must be 1..{MAX_CALIB_SIZE}, got {self.calib_size} (PTQ calibration settles within a few hundred images)"
             )
-        if not 1 <= self.calib_batch <= MAX_CALIB_BATCH:
-            raise SwinedgeError(f"--calib-batch must be 1..{MAX_CALIB_BATCH}, got {self.calib_batch} (peak memory grows with it)")
+        if not 1 <= self.batch <= MAX_CALIB_BATCH:
+            raise SwinedgeError(f"--calib-batch must be 1..{MAX_CALIB_BATCH}, got {self.batch} (peak memory grows with it)")
+
+    @property
+    def batch(self) -> int:
+        """Images per calibration step."""
+        return self.calib_batch if self.calib_batch is not None else DEFAULT_CALIB_BATCH[self.precision]
 
     @property
     def kept_op_types(self) -> tuple[str, ...]:
@@ -82,6 +87,10 @@ class QuantizeOptions:
 # calibration session keeps every activation of one batch.
 MAX_CALIB_SIZE = 4096
 MAX_CALIB_BATCH = 256
+# Measured on Swin-T, CPU (python -m swinedge.benchmarks.quantize_memory): INT8 peaks at
+# 1.6 / 2.8 / 7.6 GiB with batches of 2 / 8 / 32; FP16 (AutoCast's reference run keeps
+# every activation of its batch) at 1.9 / 3.4 / 6.5 GiB with 1 / 2 / 8 images.
+DEFAULT_CALIB_BATCH = {"int8": 8, "fp8": 8, "fp16": 2}
 
 
 @dataclass
@@ -229,9 +238,17 @@ def quantize_onnx(
             f"{onnx_path} has plugin attention nodes: quantize the native export (`swinedge export` without "
             "--attention plugin); the plugin is substituted after quantization"
         )
+    if opts.keep_high_precision:
+        present = {n.op_type for n in proto.graph.node}
+        unknown = [t for t in opts.keep_high_precision if t not in present]
+        if unknown:
+            raise SwinedgeError(
+                f"--keep-high-precision: {', '.join(repr(t) for t in unknown)} is not an op type of {onnx_path} "
+                f"(its op types: {', '.join(sorted(present))})"
+            )
     input_name = proto.graph.input[0].name
     fixed = fixed_batch(proto)
-    calib_batch = fixed or opts.calib_batch
+    calib_batch = fixed or opts.batch
     mo_quantize, convert_to_mixed_precision = _import_modelopt()
     if images is None:
         images = calibration_set_for(onnx_path, opts.calib, opts.calib_size, opts.seed, warn)
@@ -288,7 +305,7 @@ def quantize_onnx(
             **images.describe(),
             **({"count": min(len(images), calib_batch)} if opts.precision == "fp16" else {}),
             "method": opts.method if opts.precision != "fp16" else "autocast",
-            "batch": calib_batch,
+            "batch": min(calib_batch, len(images)) if not fixed else calib_batch,
             "seed": opts.seed,
         }
         base = info if isinstance(info, dict) else {}
