@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from swinedge.data import tile_batch
+from swinedge.data import check_image_source, tile_batch
 from swinedge.errors import SwinedgeError
 from swinedge.runners import Runner
-from swinedge.verify import LogitComparer, infer_chunk, open_eval_images, runner_batch, stream_logits
+from swinedge.verify import LogitComparer, check_same_model, infer_chunk, open_eval_images, runner_batch, stream_logits
 
 # Bounds that catch a typo (an extra digit) before hours of work.
 MAX_BATCH = 4096
@@ -175,6 +175,7 @@ def benchmark_artifacts(
     for a in torch_attentions:
         if a not in ("reference", "fused"):
             raise SwinedgeError(f"--torch-attention takes reference and/or fused, got '{a}'")
+    check_image_source(data, "--data")
     say = on_step or (lambda _m, _total=None: None)
     cuda = torch.cuda.is_available()
     device = device or ("cuda" if cuda else "cpu")
@@ -193,6 +194,7 @@ def benchmark_artifacts(
     scratch = tempfile.TemporaryDirectory(prefix="swinedge-bench-")
     try:
         with ref_runner:
+            ref_spec = ref_runner.input_spec
             images = open_eval_images(ref_runner, data, size=size, labels_file=labels_file)
             say(f"reference: {ref_source} (torch fp32), images", len(images))
             ref_logits, _ = stream_logits(ref_runner, images, Path(scratch.name) / "reference.npy", 32, on_batch, warn)
@@ -217,6 +219,7 @@ def benchmark_artifacts(
                 skipped_notes.append(f"{artifact}: {e}")
                 continue
             try:
+                check_same_model(ref_spec, runner.input_spec, artifact)
                 say(f"{runner.name}: accuracy, images", len(images))
                 limit = runner.batch_range
                 comparer = LogitComparer()

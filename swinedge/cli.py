@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import signal
 import sys
 from pathlib import Path
@@ -16,12 +17,61 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from swinedge import __version__
 from swinedge.defaults import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION, MAX_TOP1_DROP, MIN_COSINE
 from swinedge.errors import SwinedgeError
 
+try:  # typer >= 0.20 parses with its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
+# Options whose empty value means something ("--keep-high-precision ''": keep none).
+EMPTY_ALLOWED = {"--keep-high-precision"}
+
+
+class OneLineErrors(TyperGroup):
+    """Usage mistakes (a bad number, an unknown option, a missing argument, an empty
+    value) print one ``error:`` line and exit 2, like every other user mistake, instead
+    of click's usage box."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            _refuse_empty_values(argv)
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click_errors.ClickException as e:
+            where = f" (see '{e.ctx.command_path} --help')" if isinstance(e, click_errors.UsageError) and e.ctx is not None else ""
+            err.print(f"[bold red]error:[/] {escape(e.format_message())}{escape(where)}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except (click_errors.Abort if hasattr(click_errors, 'Abort') else typer.Abort):
+            err.print("interrupted")
+            sys.exit(130)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _refuse_empty_values(argv: list[str]) -> None:
+    """An empty string would otherwise become the current folder (a path) or nothing."""
+    for i, token in enumerate(argv):
+        if token.startswith("--") and token.endswith("=") and token[:-1] not in EMPTY_ALLOWED:
+            raise click_errors.UsageError(f"{token[:-1]} is empty: give a value")
+        if token == "" or token.isspace():
+            before = argv[i - 1] if i else ""
+            if before.startswith("-") and before not in EMPTY_ALLOWED:
+                raise click_errors.UsageError(f"{before} is empty: give a value")
+            if not before.startswith("-"):
+                raise click_errors.UsageError("an argument is empty (''): give a name or a path")
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="swinedge",
     help="Ship Swin Transformers to NVIDIA GPUs: build, export, quantize, compile, verify, benchmark.",
     no_args_is_help=True,
@@ -126,7 +176,12 @@ class ProgressReport:
         self._bar: Progress | None = None
         self._task: Any = None
         self.description, self.total, self.done = description, total, 0
-        self._started = self._last = self._clock()
+        self._started = self._last = self._born = self._clock()
+
+    def _long(self) -> bool:
+        """Only work that has run for ``every`` seconds reports in a log: a quick command
+        (or one that fails fast) prints nothing but its result."""
+        return self._clock() - self._born >= self._every
 
     def __enter__(self) -> "ProgressReport":
         if self._live:
@@ -147,12 +202,12 @@ class ProgressReport:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
-        elif exc[0] is None and self.done:
+        elif exc[0] is None and self.done and self._long():
             self._line()
 
     def step(self, description: str, total: int | None = None) -> None:
         """A new phase: its own description, count and ETA."""
-        if self._bar is None and self.done:
+        if self._bar is None and self.done and self._long():
             self._line()
         self.description, self.total, self.done = description, total, 0
         self._started = self._last = self._clock()
@@ -204,9 +259,12 @@ def _floats(text: Optional[str], flag: str) -> Optional[tuple[float, ...]]:
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise SwinedgeError(f"{flag} takes comma-separated numbers, e.g. 0.485,0.456,0.406; got '{text}'") from None
+    if not all(math.isfinite(v) for v in values):
+        raise SwinedgeError(f"{flag} takes finite numbers, got '{text}'")
+    return values
 
 
 def preprocess_overrides(resize: Optional[int], interpolation: Optional[str], mean: Optional[str], std: Optional[str]) -> dict:
@@ -219,8 +277,12 @@ def preprocess_overrides(resize: Optional[int], interpolation: Optional[str], me
     }
 
 
-def _str_list(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+def _str_list(text: str, flag: str | None = None) -> tuple[str, ...]:
+    """Comma-separated names; with ``flag``, at least one is required."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if flag is not None and not names:
+        raise SwinedgeError(f"{flag} needs at least one name, got '{text}'")
+    return names
 
 
 # Preprocessing flags shared by `quantize` and `verify` (use the same values for both).
@@ -386,13 +448,13 @@ def print_verify_table(report: Any) -> None:
     out.print(table)
 
 
-def _int_list(text: str, flag: str) -> list[int]:
+def _int_list(text: str, flag: str, limit: int = 4096) -> list[int]:
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise SwinedgeError(f"{flag} takes comma-separated positive integers, e.g. 1,8,32; got '{text}'") from None
-    if not values or min(values) < 1:
-        raise SwinedgeError(f"{flag} takes comma-separated positive integers, e.g. 1,8,32; got '{text}'")
+        raise SwinedgeError(f"{flag} takes comma-separated integers 1..{limit}, e.g. 1,8,32; got '{text}'") from None
+    if not values or min(values) < 1 or max(values) > limit:
+        raise SwinedgeError(f"{flag} takes comma-separated integers 1..{limit}, e.g. 1,8,32; got '{text}'")
     return values
 
 
@@ -456,8 +518,8 @@ def benchmark(
             data=data,
             reference=reference,
             labels_file=labels,
-            torch_precisions=_str_list(torch_precision),
-            torch_attentions=_str_list(torch_attention),
+            torch_precisions=_str_list(torch_precision, "--torch-precision"),
+            torch_attentions=_str_list(torch_attention, "--torch-attention"),
             on_step=progress.step,
             on_iter=progress.advance,
             on_batch=progress.advance,

@@ -41,6 +41,8 @@ import numpy as np
 from swinedge.errors import MissingDependencyError, SwinedgeError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MAX_IMAGES = 100_000_000  # a typo, not a data set (ImageNet-21k has 14 million)
+MAX_CROPS = 100_000
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,13 +99,16 @@ class Preprocess:
         """A copy with the given steps replaced (None keeps the current one), validated."""
         import dataclasses
 
-        if resize is not None and resize < self.img_size:
-            raise SwinedgeError(f"--resize {resize} is smaller than the {self.img_size}px crop")
+        if resize is not None and not self.img_size <= resize <= 4 * self.img_size:
+            raise SwinedgeError(f"--resize must be {self.img_size}..{4 * self.img_size} (the crop is {self.img_size}px), got {resize}")
         if interpolation is not None and interpolation not in INTERPOLATIONS:
             raise SwinedgeError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got '{interpolation}'")
         for name, values in (("mean", mean), ("std", std)):
             if values is not None and len(values) not in (1, self.channels):
                 raise SwinedgeError(f"--{name} needs {self.channels} comma-separated values, got {len(values)}")
+        for name, values in (("mean", mean), ("std", std)):
+            if values is not None and not all(math.isfinite(v) for v in values):
+                raise SwinedgeError(f"--{name} takes finite numbers, got {','.join(str(v) for v in values)}")
         if std is not None and min(std) <= 0:
             raise SwinedgeError("--std values must be > 0")
         changes = {k: v for k, v in dict(resize=resize, interpolation=interpolation, mean=mean, std=std).items() if v is not None}
@@ -420,8 +425,10 @@ class ImageStream:
     def labelled(self) -> bool:
         return self.labels is not None
 
-    def _images(self, warn: Callable[[str], None] | None) -> Iterator[tuple[int, np.ndarray]]:
-        self.skipped = []
+    def _images(self, warn: Callable[[str], None] | None, *, record: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+        skipped: list[tuple[str, str]] = []
+        if record:  # a whole pass: what it skipped is what describe() reports
+            self.skipped = skipped
         pending, spares = deque(self.order), deque(self.spares)
         delivered = 0
         while pending:
@@ -429,24 +436,24 @@ class ImageStream:
             try:
                 x = self.reader.read(i)
             except UnreadableImage as e:
-                self.skipped.append((self.reader.name(i), str(e)))
+                skipped.append((self.reader.name(i), str(e)))
                 if self.size is not None and spares:
                     pending.append(spares.popleft())
                 continue
             delivered += 1
             yield i, x
-        if self.skipped and warn is not None:
-            shown = ", ".join(f"{name} ({why})" for name, why in self.skipped[:3])
-            more = f" and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""
-            replaced = " (others read in their place)" if self.size is not None and delivered == self.size else ""
-            warn(f"skipped {len(self.skipped)} unreadable file(s) in {self.where}{replaced}: {shown}{more}")
+        shown = ", ".join(f"{name} ({why})" for name, why in skipped[:3])
+        shown += f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         if delivered == 0:
-            raise SwinedgeError(f"no readable images found in {self.where}")
+            raise SwinedgeError(f"no readable images found in {self.where}" + (f": {len(skipped)} unreadable, {shown}" if skipped else ""))
         if self.size is not None and delivered < self.size:
             raise SwinedgeError(
                 f"asked for {self.size} images but found {delivered} readable in {self.where} "
-                f"({len(self.skipped)} unreadable, e.g. {self.skipped[0][0]}): lower the image count or add images"
+                f"({len(skipped)} unreadable, e.g. {skipped[0][0]}): lower the image count or add images"
             )
+        if skipped and warn is not None:
+            replaced = " (others read in their place)" if self.size is not None else ""
+            warn(f"skipped {len(skipped)} unreadable file(s) in {self.where}{replaced}: {shown}")
 
     def batches(self, batch: int, *, warn: Callable[[str], None] | None = None) -> Iterator[Batch]:
         """Preprocessed batches of up to ``batch`` images, in a fixed order."""
@@ -470,7 +477,7 @@ class ImageStream:
     def head(self, count: int) -> np.ndarray:
         """The first ``count`` readable images (fewer if the set is smaller): latency inputs."""
         out: list[np.ndarray] = []
-        for _, x in self._images(None):
+        for _, x in self._images(None, record=False):
             out.append(x)
             if len(out) == count:
                 break
@@ -508,6 +515,17 @@ def _pick(count: int, size: int | None, seed: int) -> tuple[list[int], list[int]
     return sorted(shuffled[:size]), shuffled[size:]
 
 
+NAMED_SOURCES = ("default", "digits", "digits-train")
+
+
+def check_image_source(source: str | Path | None, flag: str) -> None:
+    """A named set, or a folder or manifest that exists: checked before any work."""
+    if source is None or str(source) in NAMED_SOURCES:
+        return
+    if not Path(source).exists():
+        raise SwinedgeError(f"{flag} {source}: not found (give a folder, a manifest file, 'default', 'digits' or 'digits-train')")
+
+
 def open_images(
     source: str | Path | None,
     preprocess: Preprocess,
@@ -523,8 +541,8 @@ def open_images(
 
     ``labelled=False`` ignores labels (calibration). Class folders take their indices
     from ``class_names`` (the model's classes) or :func:`folder_label_map`'s rules."""
-    if size is not None and size < 1:
-        raise SwinedgeError(f"the image count must be >= 1, got {size}")
+    if size is not None and not 1 <= size <= MAX_IMAGES:
+        raise SwinedgeError(f"the image count must be 1..{MAX_IMAGES:,}, got {size}")
     src = "default" if source is None else str(source)
     if src in ("digits", "digits-train"):
         from swinedge.digits import digits_stream
@@ -536,6 +554,8 @@ def open_images(
         paths = default_photo_paths()
         reader: Any = _PhotoReader(paths, preprocess, seed)
         where = "scikit-image's bundled photographs"
+        if size is not None and size > MAX_CROPS:
+            raise SwinedgeError(f"the bundled photos make at most {MAX_CROPS:,} crops, asked for {size}: give a folder of images")
         if size is not None and size > len(paths):
             reader.extend_to(size)  # the 9 photos, then seeded crops of them
     else:

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from swinedge.errors import MissingDependencyError, SwinedgeError
-from swinedge.io import refuse_output_over_input, sha256_file, write_bytes_atomic
+from swinedge.io import check_output_file, refuse_output_over_input, sha256_file, write_bytes_atomic
 from swinedge.manifest import manifest_path, write_artifact_with_manifest
 
 ENGINE_SUFFIXES = (".plan", ".engine")
 PLUGIN_MODES = ("auto", "on", "off")
+MAX_WORKSPACE_GIB = 1024.0  # more than any GPU has
+MAX_PROFILE_BATCH = 4096
 AOT_PLUGIN_MIN = (10, 9)  # tensorrt.plugin.aot_impl
 
 # The TensorRT versions users have, each checked in CI against NVIDIA's own bindings
@@ -115,8 +117,10 @@ class BuildOptions:
             raise SwinedgeError(f"batch profile must satisfy min <= opt <= max, got {lo} / {opt} / {hi}")
         if not 0 <= self.opt_level <= 5:
             raise SwinedgeError(f"--opt-level must be 0..5, got {self.opt_level}")
-        if self.workspace_gib <= 0:
-            raise SwinedgeError(f"--workspace must be > 0 GiB, got {self.workspace_gib}")
+        if not 0 < self.workspace_gib <= MAX_WORKSPACE_GIB:  # also false for NaN
+            raise SwinedgeError(f"--workspace must be > 0 and <= {MAX_WORKSPACE_GIB} GiB, got {self.workspace_gib}")
+        if hi > MAX_PROFILE_BATCH:
+            raise SwinedgeError(f"--max-batch must be <= {MAX_PROFILE_BATCH}, got {hi}")
         if self.plugin not in PLUGIN_MODES:
             raise SwinedgeError(f"--plugin must be one of {', '.join(PLUGIN_MODES)}, got '{self.plugin}'")
 
@@ -270,8 +274,12 @@ def build_engine(
     if out.suffix not in ENGINE_SUFFIXES:
         raise SwinedgeError(f"--out {out}: use a file name ending in .plan or .engine")
     refuse_output_over_input(out, onnx_path, opts.timing_cache)
+    check_output_file(out)
     if opts.timing_cache is not None:
         refuse_output_over_input(opts.timing_cache, onnx_path, flag="--timing-cache")
+        check_output_file(opts.timing_cache, "--timing-cache")
+        if Path(opts.timing_cache).resolve() == out.resolve():
+            raise SwinedgeError(f"--timing-cache {opts.timing_cache} is the --out plan: give the cache its own file")
     proto = load_onnx(onnx_path)
     info = onnx_info(onnx_path, proto)
     trt = require_tensorrt()

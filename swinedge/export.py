@@ -35,16 +35,19 @@ class ExportResult:
     manifest: dict[str, Any]
 
 
+MAX_EXPORT_BATCH = 4096  # a fixed batch is also the export check's batch: bound it
+
+
 def parse_batch(batch: str | int) -> int | None:
     """``"dynamic"`` -> None; a positive integer (or its string) -> int."""
     if isinstance(batch, int) or str(batch).isdigit():
         n = int(batch)
-        if n < 1:
-            raise SwinedgeError(f"--batch must be 'dynamic' or a positive integer, got {batch}")
+        if not 1 <= n <= MAX_EXPORT_BATCH:
+            raise SwinedgeError(f"--batch must be 'dynamic' or an integer 1..{MAX_EXPORT_BATCH}, got {batch}")
         return n
     if str(batch).lower() == "dynamic":
         return None
-    raise SwinedgeError(f"--batch must be 'dynamic' or a positive integer, got '{batch}'")
+    raise SwinedgeError(f"--batch must be 'dynamic' or an integer 1..{MAX_EXPORT_BATCH}, got '{batch}'")
 
 
 def export_onnx(
@@ -200,12 +203,32 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
 
 def onnx_info(path: str | Path, proto: onnx.ModelProto | None = None) -> dict[str, Any]:
     """The manifest of an exported graph, or a minimal description read from the graph
-    (``proto``, when the caller has already loaded it)."""
-    manifest = read_manifest(path)
+    (``proto``, when the caller has already loaded it). Either way its input is an image
+    batch ``[N, C, H, W]`` with a square spatial size, or this is a one-line error."""
+    manifest = read_manifest(path, kind="onnx")
     if manifest is not None:
+        _check_onnx_manifest(manifest, path, described=f"its manifest {Path(path).name}.json gives an input of")
         return manifest
     if proto is None:
         proto = load_onnx(path)
+    if not proto.graph.input:
+        raise SwinedgeError(f"{path} has no graph input: swinedge takes graphs of image classifiers")
     inp = proto.graph.input[0]
     dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
-    return {"kind": "onnx", "input": {"name": inp.name, "shape": dims}, "config": None, "precision": "unknown"}
+    info = {"kind": "onnx", "input": {"name": inp.name, "shape": dims}, "config": None, "precision": "unknown"}
+    _check_onnx_manifest(info, path, described="its graph input is")
+    return info
+
+
+def _check_onnx_manifest(info: dict[str, Any], path: str | Path, described: str) -> None:
+    inp = info.get("input")
+    shape = inp.get("shape") if isinstance(inp, dict) else None
+    if not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]) or shape[2] != shape[3]:
+        raise SwinedgeError(
+            f"{path}: {described} {shape if shape is not None else inp!r}, not an image batch [N, C, H, W] with a square size: "
+            "swinedge takes graphs of image classifiers (re-create it with swinedge export)"
+        )
+    if "preprocess" in info and info["preprocess"] is not None and not isinstance(info["preprocess"], dict):
+        raise SwinedgeError(
+            f"{path}: its manifest {Path(path).name}.json gives 'preprocess' as {info['preprocess']!r}, not a mapping: re-create it with swinedge export"
+        )

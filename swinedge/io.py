@@ -201,6 +201,26 @@ def refuse_output_over_input(out: str | os.PathLike[str], *inputs: str | os.Path
             raise SwinedgeError(f"{flag} {out} is inside the input folder {given}: write outputs elsewhere")
 
 
+def check_output_file(out: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """A file output, checked before any work: not a folder, and under folders (existing
+    ones, or ones that can be created where a folder exists)."""
+    target = Path(out)
+    if target.is_dir():
+        raise SwinedgeError(f"{flag} {out} is a folder: give a file name")
+    _check_creatable(target.parent, out, flag)
+    return target
+
+
+def _check_creatable(folder: Path, out: str | os.PathLike[str], flag: str) -> None:
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SwinedgeError(f"{flag} {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SwinedgeError(f"{flag} {out}: cannot create or write in {parent} (check its permissions)")
+
+
 def check_output_folder(
     out_dir: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None, replaces: str | None = None
 ) -> Path:
@@ -218,11 +238,7 @@ def check_output_folder(
             f"--out {out_dir} is a folder with other files in it (no {replaces} of an earlier run): give a new or empty folder"
         )
     refuse_output_over_input(folder, *inputs)
-    parent = folder
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise SwinedgeError(f"--out {out_dir}: cannot create or write in {parent} (check its permissions)")
+    _check_creatable(folder, out_dir, "--out")
     return folder
 
 

@@ -23,6 +23,7 @@ from swinedge.io import atomic_paths, sha256_file
 
 MANIFEST_FORMAT = 1
 # What to run when an artifact no longer matches its manifest.
+KIND_NAMES = {"checkpoint": "a checkpoint", "onnx": "an ONNX graph", "tensorrt-engine": "a TensorRT engine"}
 REBUILD = {
     "checkpoint": "rebuild it with swinedge build",
     "onnx": "re-create it with swinedge export (or swinedge quantize)",
@@ -92,7 +93,10 @@ def write_artifact_with_manifest(kind: str, artifact: str | Path, data: bytes, *
     return pending.manifest
 
 
-def read_manifest(artifact: str | Path, *, required: bool = False) -> dict[str, Any] | None:
+def read_manifest(artifact: str | Path, *, required: bool = False, kind: str | None = None) -> dict[str, Any] | None:
+    """The manifest beside ``artifact`` (None when there is none, unless ``required``),
+    checked: valid JSON of a swinedge manifest, of ``kind`` when given, and describing
+    these very bytes (its hash)."""
     path = manifest_path(artifact)
     if not path.exists():
         if required:
@@ -104,6 +108,11 @@ def read_manifest(artifact: str | Path, *, required: bool = False) -> dict[str, 
         raise SwinedgeError(f"manifest {path} is not valid JSON ({e}): delete it and rebuild the artifact") from None
     if not isinstance(data, dict) or "kind" not in data:
         raise SwinedgeError(f"manifest {path} is not a swinedge manifest: delete it and rebuild the artifact")
+    if kind is not None and data["kind"] != kind:
+        raise SwinedgeError(
+            f"manifest {path} describes {KIND_NAMES.get(data['kind'], repr(data['kind']))}, but {Path(artifact).name} is read as "
+            f"{KIND_NAMES.get(kind, kind)}: it belongs to another file; delete it or put the right one beside the artifact"
+        )
     if data.get("sha256") and Path(artifact).is_file() and sha256_file(artifact) != data["sha256"]:
         redo = REBUILD.get(data["kind"], "rebuild it with swinedge")
         raise SwinedgeError(f"{artifact} does not match its manifest {path.name} (changed or half-copied since swinedge wrote it): {redo}")

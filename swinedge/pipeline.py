@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from swinedge.data import ImageStream, Preprocess, load_image_set, open_images
+from swinedge.errors import SwinedgeError
 from swinedge.export import export_onnx
 from swinedge.quantize import QuantizeOptions, calibration_set_for, quantize_onnx
 from swinedge.runners.ort_runner import OnnxRuntimeRunner
@@ -158,11 +159,17 @@ def run_pipeline(
     from swinedge.io import atomic_folder, check_output_folder
 
     out_dir = check_output_folder(out_dir, weights, calib, data, labels_file, replaces="report.json")
+    # Every option is checked before the first step: a mistake costs no build.
     if calib_size is not None:
-        QuantizeOptions(calib_size=calib_size).validate()  # a bad --calib-size fails before any work
-    if model is None and weights is not None:
-        from swinedge.errors import SwinedgeError
+        QuantizeOptions(calib_size=calib_size).validate()
+    from swinedge.bench import MAX_ITERS
+    from swinedge.data import check_image_source
 
+    if not 1 <= iters <= MAX_ITERS:
+        raise SwinedgeError(f"--iters must be 1..{MAX_ITERS}, got {iters}")
+    check_image_source(calib, "--calib")
+    check_image_source(data, "--data")
+    if model is None and weights is not None:
         raise SwinedgeError("--weights needs a MODEL name to load them into")
     cuda = torch.cuda.is_available()
     batches = batches or ([1, 8, 32] if cuda else [1, 8])

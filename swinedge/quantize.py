@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import onnx
 
-from swinedge.data import ImageSet, ImageStream, Preprocess, open_images, tile_batch
+from swinedge.data import ImageSet, ImageStream, Preprocess, check_image_source, open_images, tile_batch
 from swinedge.defaults import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION
 from swinedge.errors import MissingDependencyError, SwinedgeError
 from swinedge.export import load_onnx, onnx_info
@@ -200,6 +200,7 @@ def calibration_set_for(
     """Calibration images preprocessed as the graph's manifest says (plus ``overrides``),
     listed but not read: calibration decodes them a batch at a time. Labels are not
     needed, so class folders need no class list."""
+    check_image_source(calib, "--calib")
     info = onnx_info(onnx_path)
     shape = info["input"]["shape"]
     preprocess = Preprocess.from_spec(int(shape[2]), int(shape[1]), info.get("preprocess"))

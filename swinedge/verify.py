@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from swinedge.data import ImageStream, Preprocess, open_images, read_class_names, tile_batch
+from swinedge.data import MAX_IMAGES, ImageStream, check_image_source, Preprocess, open_images, read_class_names, tile_batch
 from swinedge.defaults import MAX_TOP1_DROP, MIN_COSINE
 from swinedge.errors import SwinedgeError
 from swinedge.runners import Runner, open_runner
@@ -198,8 +198,19 @@ def check_thresholds(c: Comparison, max_top1_drop: float, min_cosine: float) -> 
     return failures
 
 
-def check_threshold_options(max_top1_drop: float, min_cosine: float, batch: int) -> None:
-    """Thresholds and batch as the user typed them, checked before any work."""
+def check_same_model(reference: dict[str, Any], candidate: dict[str, Any], name: str) -> None:
+    """A candidate must take the reference's images and give its classes."""
+    for key in ("img_size", "in_chans", "num_classes"):
+        if reference.get(key) and candidate.get(key) and reference[key] != candidate[key]:
+            raise SwinedgeError(
+                f"{name} and the reference differ in {key}: {candidate[key]} vs {reference[key]}; compare artifacts of one model"
+            )
+
+
+def check_threshold_options(max_top1_drop: float, min_cosine: float, batch: int, size: int | None = None) -> None:
+    """Thresholds, batch and image count as the user typed them, checked before any work."""
+    if size is not None and not 1 <= size <= MAX_IMAGES:
+        raise SwinedgeError(f"--size must be 1..{MAX_IMAGES:,}, got {size}")
     if not 0 <= max_top1_drop <= 100:  # also false for NaN
         raise SwinedgeError(f"--max-top1-drop must be 0..100 points, got {max_top1_drop}")
     if not -1 <= min_cosine <= 1:
@@ -250,14 +261,12 @@ def verify(
 
     Memory holds one batch of images and logits whatever the set's size; ``on_start``
     receives the number of images before the first batch, ``on_batch`` each batch's."""
-    check_threshold_options(max_top1_drop, min_cosine, batch)
+    check_threshold_options(max_top1_drop, min_cosine, batch, size)
+    check_image_source(data, "--data")
     ref_runner = open_runner(reference)
     cand_runner = open_runner(candidate)
     with ref_runner, cand_runner:
-        ref_spec, cand_spec = ref_runner.input_spec, cand_runner.input_spec
-        for key in ("img_size", "in_chans", "num_classes"):
-            if ref_spec.get(key) and cand_spec.get(key) and ref_spec[key] != cand_spec[key]:
-                raise SwinedgeError(f"reference and candidate differ in {key}: {ref_spec[key]} vs {cand_spec[key]}; compare artifacts of one model")
+        check_same_model(ref_runner.input_spec, cand_runner.input_spec, str(candidate))
         images = open_eval_images(ref_runner, data, size=size, seed=seed, labels_file=labels_file, preprocess_overrides=preprocess_overrides)
         if on_start is not None:
             on_start(len(images))

@@ -80,6 +80,8 @@ def build_checkpoint(
     if out.suffix not in (".pt", ".pth", ".safetensors"):
         raise SwinedgeError(f"--out {out}: use a .pt, .pth or .safetensors file name")
     refuse_output_over_input(out, weights)
+    if not 0 <= seed < 2**63:
+        raise SwinedgeError(f"--seed must be 0..2^63-1, got {seed}")
     spec = get_spec(model)
     torch.manual_seed(seed)
     net = create_model(spec.name, num_classes=num_classes, img_size=img_size)

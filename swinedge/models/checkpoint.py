@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from swinedge.errors import SwinedgeError
 from swinedge.io import atomic_path, require_file, sha256_file
+from swinedge.manifest import manifest_path, read_manifest
 from swinedge.models.swin import SwinConfig, SwinTransformer, get_spec
 
 CHECKPOINT_FORMAT = 1
@@ -59,6 +60,13 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
             if _META_KEY in header:
                 meta = json.loads(header[_META_KEY])
         else:
+            with open(path, "rb") as f:
+                head = f.read(4)
+            # torch.save writes a zip archive; older files are a pickle (protocol 2+ opens
+            # with 0x80). Anything else is not a torch checkpoint at all.
+            if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+                kind = "empty" if not head else "an ONNX graph" if path.suffix == ".onnx" else "not a zip archive or a pickle"
+                raise SwinedgeError(f"{path} is not a readable checkpoint ({kind}); expected a torch .pth/.pt or .safetensors file")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # protocol notes from the safe unpickler
                 obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -68,12 +76,17 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     except SwinedgeError:
         raise
     except Exception as e:  # noqa: BLE001 - unknown bytes make the unpickler raise anything
-        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e) and "Unsupported global" in str(e):
             e = pickle.UnpicklingError("it holds pickled objects other than tensors, refused for safety")
+        else:  # what a damaged file makes the unpickler say means nothing to a user
+            e = pickle.UnpicklingError("damaged or truncated")
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SwinedgeError(
             f"{path} is not a readable checkpoint ({first[:160]}); expected a torch .pth/.pt or .safetensors file"
         ) from None
+    if meta is not None and manifest_path(path).exists():
+        # A swinedge checkpoint: the manifest written beside it must describe these bytes.
+        read_manifest(path, kind="checkpoint")
     return RawCheckpoint(state, meta, path, sha256_file(path))
 
 

@@ -14,6 +14,8 @@ natural token order, hands it to the core, and projects the result. Backends
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -34,6 +36,9 @@ ATTENTION_IMPLS = ("reference", "fused")
 # A square input larger than this is a typo, not a model: 4096^2 tokens at patch 4 is
 # already 1M tokens per image in stage 1.
 MAX_IMG_SIZE = 4096
+MAX_CLASSES = 100_000
+MAX_WIDTH = 16_384  # channels of the last stage (Swin-L: 1536)
+MAX_DEPTH = 256  # blocks (Swin-L: 24)
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,28 @@ class SwinConfig:
     drop_path_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+        for name in ("depths", "num_heads"):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise SwinedgeError(f"model config {name} must be a list of integers, got {values!r}")
+            object.__setattr__(self, name, tuple(values))
 
     def validate(self) -> None:
         """Raise :class:`SwinedgeError` for a configuration the model cannot build."""
+        for name in ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "window_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SwinedgeError(f"model config {name} must be an integer, got {value!r}")
+        for name in ("mlp_ratio", "drop_rate", "drop_path_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise SwinedgeError(f"model config {name} must be a finite number, got {value!r}")
+        if self.embed_dim < 1 or self.patch_size < 1 or self.mlp_ratio <= 0 or min(self.depths, default=0) < 1 or min(self.num_heads, default=0) < 1:
+            raise SwinedgeError("model config embed_dim, patch_size, mlp_ratio, depths and num_heads must be positive")
+        if self.embed_dim * 2 ** (len(self.depths) - 1) > MAX_WIDTH or sum(self.depths) > MAX_DEPTH:
+            raise SwinedgeError(f"model config is absurdly large (embed_dim {self.embed_dim}, depths {list(self.depths)})")
+        if self.num_classes > MAX_CLASSES:
+            raise SwinedgeError(f"num_classes {self.num_classes} is larger than {MAX_CLASSES:,}: ImageNet-22k has 21,841")
         if len(self.depths) != len(self.num_heads) or not self.depths:
             raise SwinedgeError("depths and num_heads must have the same, non-zero length")
         min_size = self.patch_size * 2 ** (len(self.depths) - 1)
@@ -87,6 +109,8 @@ class SwinConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SwinConfig":
+        if not isinstance(d, dict):
+            raise SwinedgeError(f"model config must be a mapping, got {type(d).__name__}: the file was written by another tool")
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:

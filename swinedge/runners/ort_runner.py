@@ -66,7 +66,12 @@ class OnnxRuntimeRunner(Runner):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         assert self.session is not None, "call load() first"
         inp = self.session.get_inputs()[0]
-        return np.asarray(self.session.run(None, {inp.name: np.ascontiguousarray(batch, dtype=np.float32)})[0], dtype=np.float32)
+        try:
+            out = self.session.run(None, {inp.name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise SwinedgeError(f"onnxruntime cannot run {self.path} on images of shape {list(batch.shape)}: {first[:200]}") from None
+        return np.asarray(out, dtype=np.float32)
 
     @property
     def input_spec(self) -> dict[str, Any]:
@@ -74,7 +79,11 @@ class OnnxRuntimeRunner(Runner):
         if not shape:
             return {}
         cfg = self.manifest.get("config") or {}
-        return {"img_size": int(shape[2]), "in_chans": int(shape[1]), "num_classes": cfg.get("num_classes"), "preprocess": self.manifest.get("preprocess")}
+        classes = cfg.get("num_classes")
+        if classes is None and self.session is not None:  # a graph without a manifest: its output says
+            out = self.session.get_outputs()[0].shape
+            classes = out[1] if len(out) == 2 and isinstance(out[1], int) else None
+        return {"img_size": int(shape[2]), "in_chans": int(shape[1]), "num_classes": classes, "preprocess": self.manifest.get("preprocess")}
 
     def close(self) -> None:
         self.session = None

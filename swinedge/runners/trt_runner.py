@@ -41,7 +41,7 @@ class TensorRTRunner(Runner):
 
     def load(self) -> "TensorRTRunner":
         require_file(self.plan, "engine")
-        self.manifest = read_manifest(self.plan, required=True) or {}  # checks the plan's hash
+        self.manifest = read_manifest(self.plan, required=True, kind="tensorrt-engine") or {}  # checks the plan's hash
         trt = require_tensorrt()
         gpu, cc = gpu_identity()
         check_engine_fits(self.manifest, gpu=gpu, compute_capability=cc, trt_version=trt.__version__, plan=str(self.plan))
