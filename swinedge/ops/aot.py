@@ -188,7 +188,7 @@ def compile_window_attention(
     # Every buffer is assumed 16-byte aligned, so Triton emits 16-byte vector loads and
     # stores instead of scalar ones. NVIDIA documents 256-byte alignment for network I/O
     # and allocations, not for the activations and constants a plugin is handed
-    # (../shared/notes/tensorrt-buffer-alignment.md); a misaligned pointer would stop the
+    # (README, "The kernel TensorRT runs"); a misaligned pointer would stop the
     # engine with CUDA's "misaligned address" error, never give wrong numbers, so the
     # `tensorrt` tests on a GPU are the check.
     aligned = {(i,): [["tt.divisibility", 16]] for i in range(len(KERNEL_ARGS))}
