@@ -130,12 +130,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
     if as_json:
         print_json(rows)
         return
-    table = Table(title="Swin Transformer variants", box=box.SIMPLE_HEAD)
+    table = Table(title="model variants", box=box.SIMPLE_HEAD)
+    table.add_column("family", no_wrap=True)
     table.add_column("name", no_wrap=True)
-    for col in ("params", "GFLOPs", "res", "window"):
+    for col in ("params", "GFLOPs", "res", "patch", "window"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
-        table.add_row(r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}", str(r["img_size"]), str(r["window_size"]))
+        window = str(r["window_size"]) if r["window_size"] else "global"
+        table.add_row(r["family"], r["name"], f"{r['params']:,}", f"{r['gflops']:.2f}", str(r["img_size"]), str(r["patch_size"]), window)
     out.print(table)
 
 

@@ -17,7 +17,7 @@ import torch
 from swinedge.errors import SwinedgeError
 from swinedge.io import refuse_output_over_input, require_file
 from swinedge.manifest import artifact_with_manifest, manifest_path, read_manifest
-from swinedge.models import SwinTransformer, load_model
+from swinedge.models import SwinTransformer, VisionTransformer, load_model
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -51,7 +51,7 @@ def parse_batch(batch: str | int) -> int | None:
 
 
 def export_onnx(
-    source: str | Path | SwinTransformer,
+    source: str | Path | SwinTransformer | VisionTransformer,
     out: str | Path,
     *,
     batch: str | int = "dynamic",
@@ -68,19 +68,25 @@ def export_onnx(
     out = Path(out)
     if out.suffix != ".onnx":
         raise SwinedgeError(f"--out {out}: use a file name ending in .onnx")
-    if not isinstance(source, SwinTransformer):
+    given_model = isinstance(source, (SwinTransformer, VisionTransformer))
+    if not given_model:
         refuse_output_over_input(out, source)
     if attention not in ATTENTION_MODES:
         raise SwinedgeError(f"--attention must be one of {', '.join(ATTENTION_MODES)}, got '{attention}'")
     if not 14 <= opset <= 21:
         raise SwinedgeError(f"--opset {opset} is outside the supported range 14..21 (17 is the default)")
     static_batch = parse_batch(batch)
-    if isinstance(source, SwinTransformer):
+    if given_model:
         model = source.eval()
         info = info or {"model": "custom", "config": model.config.to_dict(), "source": None}
     else:
         model, info = load_model(source)
     cfg = model.config
+    if attention == "plugin" and isinstance(model, VisionTransformer):
+        raise SwinedgeError(
+            f"{info['model']} is a ViT: its attention is global, not windowed, so there is no plugin for it; "
+            "export without --attention plugin (TensorRT runs its own attention)"
+        )
     if attention == "plugin":
         from swinedge.ops.onnx_plugin import plugin_export_context
 

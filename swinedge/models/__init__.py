@@ -1,4 +1,4 @@
-"""Swin Transformer model zoo and checkpoint handling."""
+"""Model zoo (Swin V1 in swin.py; ViT, DeiT and MAE encoders in vit.py) and checkpoints."""
 
 from __future__ import annotations
 
@@ -10,55 +10,69 @@ import torch
 from swinedge.errors import SwinedgeError
 from swinedge.io import refuse_output_over_input
 from swinedge.manifest import artifact_with_manifest, manifest_path
+from swinedge.models import vit
 from swinedge.models.checkpoint import (
     checkpoint_filter_fn,
+    config_from_dict,
+    get_spec,
     is_official_layout,
     load_model,
     load_weights,
+    model_from_config,
     read_checkpoint,
     save_checkpoint,
 )
-from swinedge.models.swin import (
-    MODEL_SPECS,
-    SwinConfig,
-    SwinTransformer,
-    count_macs,
-    create_model,
-    get_spec,
-)
+from swinedge.models.swin import MODEL_SPECS, SwinConfig, SwinTransformer, count_macs
+from swinedge.models.swin import create_model as create_swin
+from swinedge.models.vit import VIT_SPECS, ViTConfig, VisionTransformer
 
 __all__ = [
     "MODEL_SPECS",
     "SwinConfig",
     "SwinTransformer",
+    "VIT_SPECS",
+    "ViTConfig",
+    "VisionTransformer",
     "build_checkpoint",
     "checkpoint_filter_fn",
+    "config_from_dict",
     "count_macs",
     "create_model",
     "get_spec",
     "list_models",
     "load_model",
     "load_weights",
+    "model_from_config",
     "read_checkpoint",
     "save_checkpoint",
 ]
 
 
+def create_model(name: str, *, num_classes: int | None = None, img_size: int | None = None, in_chans: int | None = None, **overrides: Any) -> Any:
+    """Build a variant of any family by name, with optional config overrides (random init)."""
+    if name in VIT_SPECS:
+        return vit.create_vit(name, num_classes=num_classes, img_size=img_size, in_chans=in_chans, **overrides)
+    return create_swin(name, num_classes=num_classes, img_size=img_size, in_chans=in_chans, **overrides)
+
+
 def list_models() -> list[dict[str, Any]]:
-    """One row per variant: name, params, GFLOPs (MACs / 1e9) at its own resolution."""
+    """One row per variant: family, name, params, GFLOPs (MACs / 1e9) at its own resolution."""
     rows = []
-    for spec in MODEL_SPECS.values():
-        with torch.device("meta"):
-            params = SwinTransformer(spec.config).num_params()
+    for spec in [*MODEL_SPECS.values(), *VIT_SPECS.values()]:
         cfg = spec.config
+        is_vit = isinstance(cfg, ViTConfig)
+        with torch.device("meta"):
+            params = model_from_config(cfg).num_params()
         rows.append(
             {
+                "family": "vit" if is_vit else "swin",
                 "name": spec.name,
                 "description": spec.description,
                 "params": params,
-                "gflops": count_macs(cfg) / 1e9,
+                "gflops": (vit.count_macs(cfg) if is_vit else count_macs(cfg)) / 1e9,
                 "img_size": cfg.img_size,
-                "window_size": cfg.window_size,
+                "patch_size": cfg.patch_size,
+                "window_size": None if is_vit else cfg.window_size,
                 "num_classes": cfg.num_classes,
             }
         )

@@ -1,6 +1,6 @@
-"""Reading, converting and writing Swin checkpoints.
+"""Reading, converting and writing checkpoints of every model family.
 
-Layouts understood:
+Layouts understood (ViT/DeiT/MAE layouts: :func:`swinedge.models.vit.checkpoint_filter_fn`):
 
 * timm (``head.fc.*``, downsample at the *start* of stages 1..3);
 * official Microsoft Swin (``head.*``, downsample at the *end* of stages 0..2, plus
@@ -30,7 +30,12 @@ import torch.nn.functional as F
 from swinedge.errors import SwinedgeError
 from swinedge.io import atomic_path, require_file, sha256_file
 from swinedge.manifest import manifest_path, read_manifest
-from swinedge.models.swin import SwinConfig, SwinTransformer, get_spec
+from swinedge.models import vit
+from swinedge.models.swin import MODEL_SPECS, SwinConfig, SwinTransformer
+from swinedge.models.vit import VIT_SPECS, ViTConfig, VisionTransformer
+
+Model = SwinTransformer | VisionTransformer
+Config = SwinConfig | ViTConfig
 
 CHECKPOINT_FORMAT = 1
 _META_KEY = "swinedge"
@@ -153,7 +158,7 @@ def resize_rel_pos_bias_table(table: torch.Tensor, new_len: int) -> torch.Tensor
     return grid.reshape(-1, new_len).T.contiguous().to(table.dtype)
 
 
-def load_state_dict_strict(model: SwinTransformer, state_dict: dict[str, torch.Tensor], source: str) -> None:
+def load_state_dict_strict(model: Model, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Load, or raise one line naming the first missing, unexpected and mis-shaped keys."""
     target = model.state_dict()
     missing = [k for k in target if k not in state_dict]
@@ -172,25 +177,71 @@ def load_state_dict_strict(model: SwinTransformer, state_dict: dict[str, torch.T
                 f"mis-shaped {len(shaped)} e.g. '{k}' {tuple(state_dict[k].shape)} vs {tuple(target[k].shape)}"
             )
         hint = "check the model name"
-        if shaped and all(k.startswith("head.") or k.endswith("relative_position_bias_table") for k in shaped):
-            hint = "pass --adapt to resize window tables / replace the head"
+        resizable = ("head.", "head_dist.", "pos_embed")
+        if shaped and all(k.startswith(resizable) or k.endswith("relative_position_bias_table") for k in shaped):
+            hint = "pass --adapt to resize window tables / position embeddings or replace the head"
+        elif missing and not shaped and not unexpected and all(k.startswith(("head.", "head_dist.")) for k in missing):
+            hint = "the file has no classifier head (MAE pretraining?): pass --adapt and --num-classes for a new one"
         raise SwinedgeError("; ".join(parts) + f"; {hint}")
     model.load_state_dict(state_dict, strict=True)
 
 
-def _describe(cfg: SwinConfig) -> str:
+def _describe(cfg: Config) -> str:
+    if isinstance(cfg, ViTConfig):
+        return f"the model (ViT, embed_dim {cfg.embed_dim}, depth {cfg.depth}, {cfg.num_classes} classes)"
     return f"the model (embed_dim {cfg.embed_dim}, depths {list(cfg.depths)}, {cfg.num_classes} classes)"
 
 
-def load_weights(model: SwinTransformer, path: str | Path, *, adapt: bool = False) -> RawCheckpoint:
+def get_spec(name: str) -> Any:
+    """The variant called ``name``, of any family (Swin, ViT/DeiT)."""
+    spec = MODEL_SPECS.get(name) or VIT_SPECS.get(name)
+    if spec is None:
+        names = [*MODEL_SPECS, *VIT_SPECS]
+        close = [n for n in names if name.lower() in n] or names
+        raise SwinedgeError(f"unknown model '{name}': choose one of {', '.join(close)} (see `swinedge models`)")
+    return spec
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """A saved model config of either family (Swin configs carry no family key)."""
+    if isinstance(d, dict) and d.get("family") == "vit":
+        return ViTConfig.from_dict(d)
+    return SwinConfig.from_dict(d)
+
+
+def model_from_config(cfg: Config) -> Model:
+    return VisionTransformer(cfg) if isinstance(cfg, ViTConfig) else SwinTransformer(cfg)
+
+
+def _family_of_state(state: dict[str, torch.Tensor]) -> str | None:
+    if vit.is_vit_state_dict(state):
+        return "ViT"
+    if any(k.startswith("layers.0.blocks.") for k in state):
+        return "Swin"
+    return None
+
+
+def load_weights(model: Model, path: str | Path, *, adapt: bool = False) -> RawCheckpoint:
     raw = read_checkpoint(path)
-    state = checkpoint_filter_fn(raw.state_dict, model, adapt=adapt)
+    family = _family_of_state(raw.state_dict)
+    wanted = "ViT" if isinstance(model, VisionTransformer) else "Swin"
+    if family is not None and family != wanted:
+        raise SwinedgeError(f"{raw.path} holds {family} weights, not {wanted}: choose a {family} model name (see `swinedge models`)")
+    if isinstance(model, VisionTransformer):
+        state, _ = vit.checkpoint_filter_fn(raw.state_dict, model, adapt=adapt)
+        if adapt:  # a head of another class count, or none (MAE pretraining): the model's fresh head
+            target = model.state_dict()
+            for k in [k for k in target if k.startswith(("head.", "head_dist."))]:
+                if k not in state or state[k].shape != target[k].shape:
+                    state[k] = target[k]
+    else:
+        state = checkpoint_filter_fn(raw.state_dict, model, adapt=adapt)
     load_state_dict_strict(model, state, str(raw.path))
     return raw
 
 
 def save_checkpoint(
-    model: SwinTransformer, path: str | Path, *, name: str, source: dict[str, Any] | None, into: Path | None = None
+    model: Model, path: str | Path, *, name: str, source: dict[str, Any] | None, into: Path | None = None
 ) -> Path:
     """Write a self-describing checkpoint (timm layout + config), in the format of
     ``path``'s suffix: atomically at ``path``, or into ``into`` (a temporary file the
@@ -211,7 +262,7 @@ def save_checkpoint(
 NAME_INIT_SEED = 0
 
 
-def load_model(model_or_checkpoint: str | Path, *, map_location: str = "cpu") -> tuple[SwinTransformer, dict[str, Any]]:
+def load_model(model_or_checkpoint: str | Path, *, map_location: str = "cpu") -> tuple[Model, dict[str, Any]]:
     """A variant name or a self-describing checkpoint -> (model in eval, info).
 
     A bare variant name means random weights drawn with a fixed seed, so the same name
@@ -224,7 +275,7 @@ def load_model(model_or_checkpoint: str | Path, *, map_location: str = "cpu") ->
         spec = get_spec(s)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(NAME_INIT_SEED)
-            model = SwinTransformer(spec.config).eval()
+            model = model_from_config(spec.config).eval()
         source = {"file": None, "init": f"random, seed {NAME_INIT_SEED}"}
         return model, {"model": spec.name, "config": spec.config.to_dict(), "source": source}
     raw = read_checkpoint(path)
@@ -232,8 +283,8 @@ def load_model(model_or_checkpoint: str | Path, *, map_location: str = "cpu") ->
         raise SwinedgeError(
             f"{path} does not describe its architecture: run `swinedge build MODEL --weights {path} --out FILE` first"
         )
-    cfg = SwinConfig.from_dict(raw.meta["config"])
-    model = SwinTransformer(replace(cfg, drop_path_rate=0.0))
+    cfg = config_from_dict(raw.meta["config"])
+    model = model_from_config(replace(cfg, drop_path_rate=0.0))
     load_state_dict_strict(model, raw.state_dict, str(path))
     model.eval().to(map_location)
     info = {
