@@ -69,7 +69,7 @@ def test_export_of_padded_size(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "kwargs,fragment",
     [
-        (dict(batch="many"), "--batch must be 'dynamic' or a positive integer"),
+        (dict(batch="many"), "--batch must be 'dynamic' or an integer 1..4096"),
         (dict(batch=0), "--batch must be"),
         (dict(opset=9), "outside the supported range"),
         (dict(attention="flash"), "--attention must be one of"),

@@ -166,7 +166,7 @@ def test_cli_preprocessing_overrides(fp32: Path, tmp_path: Path) -> None:
         (["--mean", "0.5,0.5"], "--mean needs 3 comma-separated values"),
         (["--mean", "a,b,c"], "--mean takes comma-separated numbers"),
         (["--interpolation", "lanczos"], "--interpolation must be one of"),
-        (["--resize", "32"], "--resize 32 is smaller than the 64px crop"),
+        (["--resize", "32"], "--resize must be 64..256 (the crop is 64px), got 32"),
     ]
     for extra, fragment in bad:
         r = runner.invoke(app, ["quantize", str(fp32), "--out", str(tmp_path / "x.onnx"), *extra])
