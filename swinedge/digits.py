@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from swinedge.errors import MissingDependencyError
 from swinedge.models import create_model, save_checkpoint
-from swinedge.models.swin import SwinTransformer
 
 DIGITS_MODEL = "swin_nano_patch2_window4_32"
 SPLIT_SEED = 0
@@ -126,17 +125,19 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_digits_model(
+    model_name: str = DIGITS_MODEL,
     *,
     epochs: int = 50,
     seed: int = 0,
     batch_size: int = 32,
     lr: float = 2e-3,
     progress: Callable[[int, int, float], None] | None = None,
-) -> tuple[SwinTransformer, dict]:
-    """Train the digits model on CPU; returns (model in eval mode, training summary)."""
+) -> tuple[torch.nn.Module, dict]:
+    """Train a digits model (Swin by default, or a ViT) on CPU; returns (model in eval
+    mode, training summary)."""
     torch.manual_seed(seed)
     split = digits_split()
-    model = create_model(DIGITS_MODEL, drop_path_rate=0.05)
+    model = create_model(model_name, drop_path_rate=0.05)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     x = torch.from_numpy(split.train_x)
     y = torch.from_numpy(split.train_y)
@@ -165,7 +166,7 @@ def train_digits_model(
         pred = model(torch.from_numpy(split.test_x)).argmax(1).numpy()
     top1 = float((pred == split.test_y).mean() * 100)
     summary = {
-        "model": DIGITS_MODEL,
+        "model": model_name,
         "epochs": epochs,
         "seed": seed,
         "train_images": int(len(x)),
@@ -176,17 +177,19 @@ def train_digits_model(
     return model, summary
 
 
-def digits_checkpoint(cache_dir: str | Path, *, epochs: int = 50, seed: int = 0, progress=None) -> tuple[Path, dict]:
-    """Train once and cache the checkpoint under ``cache_dir``; later calls reuse it."""
+def digits_checkpoint(
+    cache_dir: str | Path, *, model: str = DIGITS_MODEL, epochs: int = 50, seed: int = 0, progress=None
+) -> tuple[Path, dict]:
+    """Train ``model`` once and cache the checkpoint under ``cache_dir``; later calls reuse it."""
     import json
 
     cache_dir = Path(cache_dir)
-    path = cache_dir / f"digits-{DIGITS_MODEL}-e{epochs}-s{seed}.pt"
+    path = cache_dir / f"digits-{model}-e{epochs}-s{seed}.pt"
     info_path = path.with_name(path.name + ".train.json")
     if path.exists() and info_path.exists():
         return path, json.loads(info_path.read_text())
-    model, summary = train_digits_model(epochs=epochs, seed=seed, progress=progress)
-    save_checkpoint(model, path, name=DIGITS_MODEL, source={"file": "sklearn.datasets.load_digits", "train": summary})
+    net, summary = train_digits_model(model, epochs=epochs, seed=seed, progress=progress)
+    save_checkpoint(net, path, name=model, source={"file": "sklearn.datasets.load_digits", "train": summary})
     from swinedge.io import write_json_atomic
 
     write_json_atomic(info_path, summary)

@@ -44,3 +44,22 @@ def test_int8_within_0_5_points(table: dict) -> None:
     assert fp32 - int8 <= 0.5, f"INT8 {int8:.2f} vs FP32 {fp32:.2f}"
     row = next(r for r in table["rows"] if r["runtime"] == "onnxruntime int8")
     assert row["top1_agreement"] >= 98.0
+
+
+# -- the same task for a small ViT (issue #11: INT8 within 0.5 points, FP16 within 0.1) ----------------
+@pytest.fixture(scope="session")
+def vit_table(digits_cache, tmp_path_factory) -> dict:
+    from swinedge.digits import digits_checkpoint
+
+    cache, _, _ = digits_cache
+    path, summary = digits_checkpoint(cache, model="vit_nano_patch4_32")
+    assert summary["model"] == "vit_nano_patch4_32" and summary["test_images"] == 539
+    return digits_accuracy(tmp_path_factory.mktemp("digits-vit"), checkpoint=path)
+
+
+def test_vit_learned_and_keeps_its_accuracy_in_fp16_and_int8(vit_table: dict) -> None:
+    fp32 = _top1(vit_table, "torch fp32")
+    assert fp32 > 93.0 and _top1(vit_table, "onnxruntime fp32") == fp32
+    assert fp32 - _top1(vit_table, "onnxruntime fp16") <= 0.1
+    int8 = _top1(vit_table, "onnxruntime int8")
+    assert fp32 - int8 <= 0.5, f"INT8 {int8:.2f} vs FP32 {fp32:.2f}"
