@@ -186,6 +186,8 @@ def plugin_graph(proto, info: dict[str, Any]) -> tuple[Any, int, str | None]:
         return None, 0, "the graph has no swinedge manifest (model config), so plugin nodes cannot be placed"
     if info["config"].get("family") == "vit":
         return None, 0, "a ViT's attention is global, not windowed: TensorRT runs its own attention"
+    if info["config"].get("family") == "swinv2":
+        return None, 0, "Swin V2's cosine attention has no plugin yet: TensorRT runs its own attention"
     try:
         swin_config = SwinConfig.from_dict(info["config"])
         for stage in swin_config.stage_geometries():

@@ -17,7 +17,7 @@ import torch
 from swinedge.errors import SwinedgeError
 from swinedge.io import refuse_output_over_input, require_file
 from swinedge.manifest import artifact_with_manifest, manifest_path, read_manifest
-from swinedge.models import SwinTransformer, VisionTransformer, load_model
+from swinedge.models import SwinTransformer, SwinTransformerV2, VisionTransformer, load_model
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -51,7 +51,7 @@ def parse_batch(batch: str | int) -> int | None:
 
 
 def export_onnx(
-    source: str | Path | SwinTransformer | VisionTransformer,
+    source: str | Path | SwinTransformer | SwinTransformerV2 | VisionTransformer,
     out: str | Path,
     *,
     batch: str | int = "dynamic",
@@ -68,7 +68,7 @@ def export_onnx(
     out = Path(out)
     if out.suffix != ".onnx":
         raise SwinedgeError(f"--out {out}: use a file name ending in .onnx")
-    given_model = isinstance(source, (SwinTransformer, VisionTransformer))
+    given_model = isinstance(source, (SwinTransformer, SwinTransformerV2, VisionTransformer))
     if not given_model:
         refuse_output_over_input(out, source)
     if attention not in ATTENTION_MODES:
@@ -86,6 +86,11 @@ def export_onnx(
         raise SwinedgeError(
             f"{info['model']} is a ViT: its attention is global, not windowed, so there is no plugin for it; "
             "export without --attention plugin (TensorRT runs its own attention)"
+        )
+    if attention == "plugin" and isinstance(model, SwinTransformerV2):
+        raise SwinedgeError(
+            f"{info['model']} is a Swin V2: its cosine attention has no plugin yet; export without --attention plugin "
+            "(TensorRT runs its own attention)"
         )
     if attention == "plugin":
         from swinedge.ops.onnx_plugin import plugin_export_context

@@ -1,4 +1,5 @@
-"""Model zoo (Swin V1 in swin.py; ViT, DeiT and MAE encoders in vit.py) and checkpoints."""
+"""Model zoo (Swin V1 in swin.py, Swin V2 in swin_v2.py; ViT, DeiT and MAE encoders in
+vit.py) and checkpoints."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from swinedge.errors import SwinedgeError
 from swinedge.io import refuse_output_over_input
 from swinedge.manifest import artifact_with_manifest, manifest_path
-from swinedge.models import vit
+from swinedge.models import swin_v2, vit
 from swinedge.models.checkpoint import (
     checkpoint_filter_fn,
     config_from_dict,
@@ -24,12 +25,16 @@ from swinedge.models.checkpoint import (
 )
 from swinedge.models.swin import MODEL_SPECS, SwinConfig, SwinTransformer, count_macs
 from swinedge.models.swin import create_model as create_swin
+from swinedge.models.swin_v2 import SWINV2_SPECS, SwinTransformerV2, SwinV2Config
 from swinedge.models.vit import VIT_SPECS, ViTConfig, VisionTransformer
 
 __all__ = [
     "MODEL_SPECS",
+    "SWINV2_SPECS",
     "SwinConfig",
     "SwinTransformer",
+    "SwinTransformerV2",
+    "SwinV2Config",
     "VIT_SPECS",
     "ViTConfig",
     "VisionTransformer",
@@ -52,20 +57,23 @@ def create_model(name: str, *, num_classes: int | None = None, img_size: int | N
     """Build a variant of any family by name, with optional config overrides (random init)."""
     if name in VIT_SPECS:
         return vit.create_vit(name, num_classes=num_classes, img_size=img_size, in_chans=in_chans, **overrides)
+    if name in SWINV2_SPECS:
+        return swin_v2.create_swinv2(name, num_classes=num_classes, img_size=img_size, in_chans=in_chans, **overrides)
     return create_swin(name, num_classes=num_classes, img_size=img_size, in_chans=in_chans, **overrides)
 
 
 def list_models() -> list[dict[str, Any]]:
     """One row per variant: family, name, params, GFLOPs (MACs / 1e9) at its own resolution."""
     rows = []
-    for spec in [*MODEL_SPECS.values(), *VIT_SPECS.values()]:
+    for spec in [*MODEL_SPECS.values(), *SWINV2_SPECS.values(), *VIT_SPECS.values()]:
         cfg = spec.config
         is_vit = isinstance(cfg, ViTConfig)
+        family = "vit" if is_vit else "swinv2" if isinstance(cfg, SwinV2Config) else "swin"
         with torch.device("meta"):
             params = model_from_config(cfg).num_params()
         rows.append(
             {
-                "family": "vit" if is_vit else "swin",
+                "family": family,
                 "name": spec.name,
                 "description": spec.description,
                 "params": params,

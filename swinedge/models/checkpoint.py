@@ -30,12 +30,13 @@ import torch.nn.functional as F
 from swinedge.errors import SwinedgeError
 from swinedge.io import atomic_path, require_file, sha256_file
 from swinedge.manifest import manifest_path, read_manifest
-from swinedge.models import vit
+from swinedge.models import swin_v2, vit
 from swinedge.models.swin import MODEL_SPECS, SwinConfig, SwinTransformer
+from swinedge.models.swin_v2 import SWINV2_SPECS, SwinTransformerV2, SwinV2Config
 from swinedge.models.vit import VIT_SPECS, ViTConfig, VisionTransformer
 
-Model = SwinTransformer | VisionTransformer
-Config = SwinConfig | ViTConfig
+Model = SwinTransformer | SwinTransformerV2 | VisionTransformer
+Config = SwinConfig | SwinV2Config | ViTConfig
 
 CHECKPOINT_FORMAT = 1
 _META_KEY = "swinedge"
@@ -193,10 +194,10 @@ def _describe(cfg: Config) -> str:
 
 
 def get_spec(name: str) -> Any:
-    """The variant called ``name``, of any family (Swin, ViT/DeiT)."""
-    spec = MODEL_SPECS.get(name) or VIT_SPECS.get(name)
+    """The variant called ``name``, of any family (Swin V1 and V2, ViT/DeiT)."""
+    spec = MODEL_SPECS.get(name) or SWINV2_SPECS.get(name) or VIT_SPECS.get(name)
     if spec is None:
-        names = [*MODEL_SPECS, *VIT_SPECS]
+        names = [*MODEL_SPECS, *SWINV2_SPECS, *VIT_SPECS]
         close = [n for n in names if name.lower() in n] or names
         raise SwinedgeError(f"unknown model '{name}': choose one of {', '.join(close)} (see `swinedge models`)")
     return spec
@@ -204,27 +205,40 @@ def get_spec(name: str) -> Any:
 
 def config_from_dict(d: dict[str, Any]) -> Config:
     """A saved model config of either family (Swin configs carry no family key)."""
-    if isinstance(d, dict) and d.get("family") == "vit":
+    family = d.get("family") if isinstance(d, dict) else None
+    if family == "vit":
         return ViTConfig.from_dict(d)
+    if family == "swinv2":
+        return SwinV2Config.from_dict(d)
     return SwinConfig.from_dict(d)
 
 
 def model_from_config(cfg: Config) -> Model:
-    return VisionTransformer(cfg) if isinstance(cfg, ViTConfig) else SwinTransformer(cfg)
+    if isinstance(cfg, ViTConfig):
+        return VisionTransformer(cfg)
+    if isinstance(cfg, SwinV2Config):  # before SwinConfig: a V2 config is one
+        return SwinTransformerV2(cfg)
+    return SwinTransformer(cfg)
 
 
 def _family_of_state(state: dict[str, torch.Tensor]) -> str | None:
     if vit.is_vit_state_dict(state):
         return "ViT"
+    if swin_v2.is_swinv2_state_dict(state):
+        return "Swin V2"
     if any(k.startswith("layers.0.blocks.") for k in state):
         return "Swin"
     return None
 
 
+def _family_of_model(model: Model) -> str:
+    return "ViT" if isinstance(model, VisionTransformer) else "Swin V2" if isinstance(model, SwinTransformerV2) else "Swin"
+
+
 def load_weights(model: Model, path: str | Path, *, adapt: bool = False) -> RawCheckpoint:
     raw = read_checkpoint(path)
     family = _family_of_state(raw.state_dict)
-    wanted = "ViT" if isinstance(model, VisionTransformer) else "Swin"
+    wanted = _family_of_model(model)
     if family is not None and family != wanted:
         raise SwinedgeError(f"{raw.path} holds {family} weights, not {wanted}: choose a {family} model name (see `swinedge models`)")
     if isinstance(model, VisionTransformer):
@@ -234,6 +248,8 @@ def load_weights(model: Model, path: str | Path, *, adapt: bool = False) -> RawC
             for k in [k for k in target if k.startswith(("head.", "head_dist."))]:
                 if k not in state or state[k].shape != target[k].shape:
                     state[k] = target[k]
+    elif isinstance(model, SwinTransformerV2):
+        state = swin_v2.checkpoint_filter_fn(raw.state_dict, model, adapt=adapt)
     else:
         state = checkpoint_filter_fn(raw.state_dict, model, adapt=adapt)
     load_state_dict_strict(model, state, str(raw.path))

@@ -31,16 +31,16 @@ class TorchRunner(Runner):
         self.info: dict[str, Any] = {}
 
     def load(self) -> "TorchRunner":
-        from swinedge.models import SwinTransformer, VisionTransformer, load_model
+        from swinedge.models import SwinTransformer, SwinTransformerV2, VisionTransformer, load_model
 
-        if isinstance(self.source, (SwinTransformer, VisionTransformer)):
+        if isinstance(self.source, (SwinTransformer, SwinTransformerV2, VisionTransformer)):
             model, self.info = self.source, {"model": "custom", "config": self.source.config.to_dict()}
         else:
             model, self.info = load_model(self.source)
         if isinstance(model, SwinTransformer):
             model.set_attention_impl(self.attention)
         elif self.attention != "reference":
-            raise SwinedgeError(f"{self.info.get('model')} is a ViT: there is no fused windowed attention for it (use --torch-attention reference)")
+            raise SwinedgeError(f"{self.info.get('model')} has no fused attention kernel (use --torch-attention reference)")
         self.model = model.eval().to(self.device)
         return self
 
