@@ -100,6 +100,8 @@ def export_onnx(
         context = contextlib.nullcontext()
     n = static_batch or check_batch
     dummy = torch.randn(n, cfg.in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # warm weight-only caches (Swin V2's bias tables): exported as constants
+        model(dummy[:1])
     dynamic_axes = None if static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     start = time.perf_counter()
     with artifact_with_manifest("onnx", out) as pending:

@@ -172,6 +172,11 @@ def test_export_quantize_verify_through_the_cli(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     manifest = json.loads((tmp_path / "v2.onnx.json").read_text())
     assert manifest["config"]["family"] == "swinv2" and manifest["parity"]["max_abs_err"] < 1e-4
+    import onnx
+
+    names = [n.name for n in onnx.load(str(tmp_path / "v2.onnx")).graph.node]
+    # The position-bias MLP and the logit scale are weights-only: constants in the graph, never quantized.
+    assert not [n for n in names if "cpb_mlp" in n or "logit_scale" in n]
     r = runner.invoke(app, ["export", MICRO, "--attention", "plugin", "--out", str(tmp_path / "p.onnx")])
     assert "cosine attention has no plugin yet" in one_line_error(r)
     r = runner.invoke(app, ["quantize", str(tmp_path / "v2.onnx"), "--calib-size", "8", "--high-precision-dtype", "fp32", "--out", str(tmp_path / "q.onnx")])

@@ -133,6 +133,22 @@ class WindowAttentionV2(nn.Module):
         self.register_buffer("relative_coords_table", relative_coords_table(g.window, pretrained_window), persistent=False)
         self.register_buffer("relative_position_index", relative_position_index(g.window).reshape(-1), persistent=False)
         self.register_buffer("attn_mask", mask if mask is not None else torch.zeros(0), persistent=False)
+        self._cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def constants(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-head logit scale ``[heads, 1, 1]``, bias ``[heads, N, N]``): functions of
+        the weights alone. In eval they are computed once per weights and device, so an
+        export (which warms them first) writes them as constants: no position-bias MLP
+        or logit-scale op is left in the graph for a quantizer to touch."""
+        params = (self.logit_scale, *self.cpb_mlp.parameters())
+        key = tuple((p.device, p.data_ptr(), p._version) for p in params)
+        if self.training or self._cache is None or self._cache[0] != key:
+            scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
+            values = (scale, self.bias())
+            if self.training:
+                return values
+            self._cache = (key, (values[0].detach(), values[1].detach()))
+        return self._cache[1]
 
     def bias(self) -> torch.Tensor:
         """``[heads, N, N]``: the position-bias MLP at every offset, 16 * sigmoid."""
@@ -152,7 +168,8 @@ class WindowAttentionV2(nn.Module):
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         k = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         attn = q @ k.transpose(-2, -1)
-        attn = attn * torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp() + self.bias().unsqueeze(0)
+        scale, bias = self.constants()
+        attn = attn * scale + bias.unsqueeze(0)
         if g.shift:
             attn = attn.reshape(-1, g.num_windows, g.num_heads, n, n) + self.attn_mask[None, :, None]
             attn = attn.reshape(-1, g.num_heads, n, n)
