@@ -95,6 +95,7 @@ SWINV2_SPECS: dict[str, SwinV2Spec] = {
         _spec("swinv2_large_window12to16_192to256", "Swin-V2-L, window 12 -> 16", window_size=16, **_L, **_FROM_12),
         _spec("swinv2_large_window12to24_192to384", "Swin-V2-L 384, window 12 -> 24", img_size=384, window_size=24, **_L, **_FROM_12),
         # Tests: shifted windows in every stage, small enough for a CPU.
+        _spec("swinv2_nano_window4_32", "Swin-V2 digits task (32x32)", img_size=32, patch_size=2, window_size=4, embed_dim=32, depths=(2, 2), num_heads=(2, 4), pretrained_window_sizes=(0, 0), num_classes=10),
         _spec("swinv2_micro_window4_64", "Swin-V2 micro (tests)", img_size=64, window_size=4, embed_dim=32, depths=(2, 2), num_heads=(2, 4), pretrained_window_sizes=(0, 0)),
     ]
 }
