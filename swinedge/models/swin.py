@@ -41,6 +41,18 @@ MAX_WIDTH = 16_384  # channels of the last stage (Swin-L: 1536)
 MAX_DEPTH = 256  # blocks (Swin-L: 24)
 
 
+def check_config_numbers(cfg: Any, ints: tuple[str, ...], floats: tuple[str, ...] = ("mlp_ratio", "drop_rate", "drop_path_rate")) -> None:
+    """A saved config's numbers are numbers: integers where counted, finite floats."""
+    for name in ints:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SwinedgeError(f"model config {name} must be an integer, got {value!r}")
+    for name in floats:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SwinedgeError(f"model config {name} must be a finite number, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SwinConfig:
     """Architecture of one Swin variant. Plain data: it is saved in checkpoints."""
@@ -67,14 +79,7 @@ class SwinConfig:
 
     def validate(self) -> None:
         """Raise :class:`SwinedgeError` for a configuration the model cannot build."""
-        for name in ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "window_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise SwinedgeError(f"model config {name} must be an integer, got {value!r}")
-        for name in ("mlp_ratio", "drop_rate", "drop_path_rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise SwinedgeError(f"model config {name} must be a finite number, got {value!r}")
+        check_config_numbers(self, ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "window_size"))
         if self.embed_dim < 1 or self.patch_size < 1 or self.mlp_ratio <= 0 or min(self.depths, default=0) < 1 or min(self.num_heads, default=0) < 1:
             raise SwinedgeError("model config embed_dim, patch_size, mlp_ratio, depths and num_heads must be positive")
         if self.embed_dim * 2 ** (len(self.depths) - 1) > MAX_WIDTH or sum(self.depths) > MAX_DEPTH:

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinedge.errors import SwinedgeError
+from swinedge.models.swin import Mlp, check_config_numbers
 
 MAX_IMG_SIZE = 4096
 MAX_CLASSES = 100_000
@@ -44,14 +45,7 @@ class ViTConfig:
     family: str = "vit"
 
     def validate(self) -> None:
-        for name in ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise SwinedgeError(f"model config {name} must be an integer, got {value!r}")
-        for name in ("mlp_ratio", "drop_rate", "drop_path_rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise SwinedgeError(f"model config {name} must be a finite number, got {value!r}")
+        check_config_numbers(self, ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads"))
         if min(self.patch_size, self.in_chans, self.embed_dim, self.depth, self.num_heads) < 1 or self.mlp_ratio <= 0:
             raise SwinedgeError("model config patch_size, in_chans, embed_dim, depth, num_heads and mlp_ratio must be positive")
         if self.img_size > MAX_IMG_SIZE:
@@ -141,17 +135,6 @@ class Attention(nn.Module):
         # TensorRT fuses into its own MHA kernel and modelopt recognizes.
         attn = (q * hd**-0.5) @ k.transpose(-2, -1)
         return self.proj((attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(-1, n, c))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):
