@@ -178,7 +178,7 @@ def plugin_blockers(env: PluginEnvironment) -> list[str]:
 def plugin_graph(proto, info: dict[str, Any]) -> tuple[Any, int, str | None]:
     """A copy of a native graph with one plugin node per block: ``(graph, nodes, None)``,
     or ``(None, 0, why not)`` when the nodes cannot be placed. ``proto`` is left as it is."""
-    from swinedge.models import SwinConfig
+    from swinedge.models.checkpoint import config_from_dict
     from swinedge.ops.onnx_plugin import substitute_plugin_nodes
     from swinedge.ops.triton_kernel import check_geometry
 
@@ -186,10 +186,8 @@ def plugin_graph(proto, info: dict[str, Any]) -> tuple[Any, int, str | None]:
         return None, 0, "the graph has no swinedge manifest (model config), so plugin nodes cannot be placed"
     if info["config"].get("family") == "vit":
         return None, 0, "a ViT's attention is global, not windowed: TensorRT runs its own attention"
-    if info["config"].get("family") == "swinv2":
-        return None, 0, "Swin V2's cosine attention has no plugin yet: TensorRT runs its own attention"
     try:
-        swin_config = SwinConfig.from_dict(info["config"])
+        swin_config = config_from_dict(info["config"])
         for stage in swin_config.stage_geometries():
             for g in stage:
                 check_geometry(g)

@@ -87,11 +87,6 @@ def export_onnx(
             f"{info['model']} is a ViT: its attention is global, not windowed, so there is no plugin for it; "
             "export without --attention plugin (TensorRT runs its own attention)"
         )
-    if attention == "plugin" and isinstance(model, SwinTransformerV2):
-        raise SwinedgeError(
-            f"{info['model']} is a Swin V2: its cosine attention has no plugin yet; export without --attention plugin "
-            "(TensorRT runs its own attention)"
-        )
     if attention == "plugin":
         from swinedge.ops.onnx_plugin import plugin_export_context
 

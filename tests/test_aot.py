@@ -134,8 +134,8 @@ def test_padded_geometry_reads_pad_input() -> None:
 
 
 def test_unsupported_geometry_fails_before_compiling() -> None:
-    with pytest.raises(SwinedgeError, match="at most 256 tokens"):
-        compile_in_subprocess(WindowGeometry(34, 34, 17, 0, 1, 32), compute_capability=90)
+    with pytest.raises(SwinedgeError, match="at most 576 tokens"):
+        compile_in_subprocess(WindowGeometry(50, 50, 25, 0, 1, 32), compute_capability=90)
 
 
 PTX = """

@@ -110,9 +110,9 @@ def test_plugin_graph_needs_a_swinedge_graph(onnx_file: Path) -> None:
     for n in renamed.graph.node:
         n.name = n.name.replace("/attn/", "/attention/")
     graph, count, why_not = plugin_graph(renamed, info)
-    assert graph is None and "no qkv/proj Linears" in why_not
-    wide = {**info, "config": {**info["config"], "window_size": 20, "img_size": 80}}  # 400-token windows
-    assert "at most 256 tokens" in plugin_graph(proto, wide)[2]
+    assert graph is None and "no qkv/proj projections" in why_not
+    wide = {**info, "config": {**info["config"], "window_size": 25, "img_size": 100}}  # 625-token windows
+    assert "at most 576 tokens" in plugin_graph(proto, wide)[2]
 
 
 class _Config:

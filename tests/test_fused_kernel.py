@@ -129,7 +129,7 @@ def test_torch_op_meta_and_cpu() -> None:
 @pytest.mark.parametrize(
     "geometry,dtype,fragment",
     [
-        (WindowGeometry(34, 34, 17, 0, 1, 32), torch.float32, "at most 256 tokens"),
+        (WindowGeometry(50, 50, 25, 0, 1, 32), torch.float32, "at most 576 tokens"),
         (WindowGeometry(8, 8, 4, 0, 1, 48), torch.float32, "head dims 16, 32, 64, 128"),
         (WindowGeometry(8, 8, 4, 0, 1, 32), torch.float64, "float32, float16 and bfloat16"),
     ],
@@ -208,3 +208,144 @@ def test_gpu_aot_ptx_with_plugin_launch_parameters_matches_reference(geometry: W
     torch.cuda.synchronize()
     expected = window_attention_reference(qkv.float(), bias, pad.float(), geometry)
     torch.testing.assert_close(got.float(), expected, atol=2e-2, rtol=2e-2)
+
+
+# --- Swin V2: cosine attention -------------------------------------------------------------------
+
+
+def _swinv2_stage_geometries() -> list[WindowGeometry]:
+    """Every distinct attention geometry of the Swin V2 variants (timm's names), by
+    grid side, window and shift (every one has head dim 32)."""
+    from swinedge.models.swin_v2 import SWINV2_SPECS
+
+    seen: dict[tuple, WindowGeometry] = {}
+    for name, spec in SWINV2_SPECS.items():
+        if name.startswith(("swinv2_nano", "swinv2_micro")):
+            continue
+        for stage in spec.config.stage_geometries():
+            for g in stage:
+                seen.setdefault((g.height, g.window, g.shift), g)
+    return sorted(seen.values(), key=lambda g: (g.window, g.height, g.shift))
+
+
+SWINV2_STAGES = _swinv2_stage_geometries()
+
+
+def _interpreter_stand_in(g: WindowGeometry) -> WindowGeometry:
+    """The geometry the CPU interpreter runs for a V2 stage geometry: one head (heads are
+    independent programs of the same code) and, for windows of 144 tokens or more on a
+    larger grid (an interpreted 96x96 window-24 grid takes minutes), the same window and
+    shift on the smallest grid that has every window-edge pattern: 2x2 windows when
+    shifted, one window when not (unshifted windows all read the same table). Only the
+    grid size, a compile-time constant in index arithmetic, differs. The GPU test below
+    runs the real geometries."""
+    height = g.height
+    if g.tokens_per_window >= 144:
+        height = min(height, 2 * g.window if g.shift else g.window)
+    return WindowGeometry(height, height, g.window, g.shift, 1, g.head_dim, cosine=True)
+
+
+def _stand_ins() -> list:
+    by_stand_in: dict[WindowGeometry, list[WindowGeometry]] = {}
+    for g in SWINV2_STAGES:
+        by_stand_in.setdefault(_interpreter_stand_in(g), []).append(g)
+    params = []
+    for stand_in, real in by_stand_in.items():
+        name = "+".join(f"h{g.height}w{g.window}s{g.shift}" for g in real)
+        marks = [pytest.mark.slow] if stand_in.tokens_per_window >= 256 else []
+        params.append(pytest.param(stand_in, id=name, marks=marks))
+    return params
+
+
+def _cosine_inputs(g: WindowGeometry, batch: int, dtype=torch.float32, device="cpu", seed=0):
+    qkv, bias, pad = _inputs(g, batch, dtype, device, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    pad[g.dim : 2 * g.dim] = 0  # V2 has no k bias: padded keys have norm 0 (the 1e-12 floor)
+    bias = 16 * torch.sigmoid(bias)  # the position-bias MLP's range
+    logit_scale = (torch.rand(g.num_heads, generator=gen) * 99 + 1).to(device)  # exp(clamp) is in [1, 100]
+    return qkv, bias, pad, logit_scale
+
+
+def test_swinv2_variant_geometries_cover_windows_8_12_16_24() -> None:
+    assert {g.window for g in SWINV2_STAGES} == {6, 8, 12, 16, 24}
+    assert WindowGeometry(96, 96, 24, 12, 4, 32, cosine=True) in SWINV2_STAGES  # 576 tokens, shifted
+    assert all(g.cosine for g in SWINV2_STAGES)
+
+
+@needs_interpreter
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        WindowGeometry(8, 8, 4, 2, 2, 16, cosine=True),
+        WindowGeometry(9, 9, 4, 2, 2, 32, cosine=True),  # padded 9 -> 12: padded keys have no k
+        WindowGeometry(10, 10, 7, 3, 1, 128, cosine=True),  # head dim 128: key loop
+    ],
+    ids=lambda g: f"h{g.height}w{g.window}s{g.shift}d{g.head_dim}",
+)
+def test_interpreter_cosine_matches_reference(geometry: WindowGeometry) -> None:
+    qkv, bias, pad, scale = _cosine_inputs(geometry, 2)
+    got = tk.window_attention_triton(qkv, attention_table(bias, geometry), pad, geometry, logit_scale=scale)
+    expected = window_attention_reference(qkv.double(), bias.double(), pad.double(), geometry, logit_scale=scale.double())
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=2e-5)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("geometry", _stand_ins())
+def test_interpreter_every_swinv2_stage(geometry: WindowGeometry) -> None:
+    g = geometry
+    qkv, bias, pad, scale = _cosine_inputs(g, 1)
+    got = tk.window_attention_triton(qkv, attention_table(bias, g), pad, g, logit_scale=scale)
+    expected = window_attention_reference(qkv.double(), bias.double(), pad.double(), g, logit_scale=scale.double())
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=2e-5)
+
+
+def test_cosine_geometry_needs_its_logit_scale() -> None:
+    g = WindowGeometry(8, 8, 4, 2, 2, 16, cosine=True)
+    qkv, bias, pad, scale = _cosine_inputs(g, 1)
+    with pytest.raises(SwinedgeError, match="needs logit_scale"):
+        tk.window_attention_triton(qkv, attention_table(bias, g), pad, g, interpret=tk.interpreter_active())
+    with pytest.raises(SwinedgeError, match="logit_scale must have 2 values"):
+        tk.window_attention_triton(qkv, attention_table(bias, g), pad, g, logit_scale=scale[:1], interpret=tk.interpreter_active())
+
+
+def test_fused_swinv2_model_equals_reference_model() -> None:
+    from swinedge.models.swin_v2 import create_swinv2
+
+    model = create_swinv2("swinv2_micro_window4_64").eval()
+    with torch.no_grad():
+        for m in model.attention_modules():  # weights away from their init, so every term matters
+            m.logit_scale.uniform_(0.0, 4.6)
+            m.q_bias.normal_()
+            m.v_bias.normal_()
+        x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        ref = model(x)
+        fused = model.set_attention_impl("fused")(x)
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 3e-2)])
+@pytest.mark.parametrize("geometry", SWINV2_STAGES, ids=lambda g: f"h{g.height}w{g.window}s{g.shift}")
+def test_gpu_cosine_kernel_every_swinv2_stage(geometry: WindowGeometry, dtype, tol: float) -> None:
+    g = WindowGeometry(geometry.height, geometry.width, geometry.window, geometry.shift, 4, 32, cosine=True)
+    qkv, bias, pad, scale = _cosine_inputs(g, 2, dtype=dtype, device="cuda")
+    got = tk.window_attention_triton(qkv, attention_table(bias, g), pad, g, logit_scale=scale)
+    expected = window_attention_reference(qkv.float(), bias, pad.float(), g, logit_scale=scale)
+    torch.testing.assert_close(got.float(), expected, atol=tol, rtol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "geometry",
+    [WindowGeometry(64, 64, 8, 4, 4, 32, cosine=True), WindowGeometry(96, 96, 24, 12, 4, 32, cosine=True)],
+    ids=lambda g: f"h{g.height}w{g.window}s{g.shift}",
+)
+def test_gpu_cosine_aot_ptx_with_plugin_launch_parameters_matches_reference(geometry: WindowGeometry) -> None:
+    pytest.importorskip("cuda", reason="needs cuda-python (pip install cuda-python)")
+    from swinedge.ops.ptx_launch import load_aot_kernel, window_attention_aot
+
+    qkv, bias, pad, scale = _cosine_inputs(geometry, 2, dtype=torch.float16, device="cuda")
+    got = window_attention_aot(load_aot_kernel(geometry, torch.float16), qkv, attention_table(bias, geometry), pad, geometry, scale)
+    torch.cuda.synchronize()
+    expected = window_attention_reference(qkv.float(), bias, pad.float(), geometry, logit_scale=scale)
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)

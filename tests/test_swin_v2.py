@@ -177,13 +177,54 @@ def test_export_quantize_verify_through_the_cli(tmp_path: Path) -> None:
     names = [n.name for n in onnx.load(str(tmp_path / "v2.onnx")).graph.node]
     # The position-bias MLP and the logit scale are weights-only: constants in the graph, never quantized.
     assert not [n for n in names if "cpb_mlp" in n or "logit_scale" in n]
-    r = runner.invoke(app, ["export", MICRO, "--attention", "plugin", "--out", str(tmp_path / "p.onnx")])
-    assert "cosine attention has no plugin yet" in one_line_error(r)
     r = runner.invoke(app, ["quantize", str(tmp_path / "v2.onnx"), "--calib-size", "8", "--high-precision-dtype", "fp32", "--out", str(tmp_path / "q.onnx")])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["verify", MICRO, str(tmp_path / "q.onnx"), "--size", "16", "--json"])
     report = json.loads(r.stdout)
     assert report["passed"] and report["cosine_mean"] > 0.999
+
+
+def test_plugin_export_and_substitution_run_on_onnx_runtime(tmp_path: Path) -> None:
+    """One SwinV2WindowAttention node per block, exported directly or put in place of the
+    native core of an INT8 graph (what build-engine hands TensorRT), run on ONNX Runtime
+    through the CPU custom op: equal to the graphs they come from."""
+    import onnx
+
+    from swinedge.engine import plugin_graph
+    from swinedge.export import onnx_info, run_onnx_cpu
+
+    torch.manual_seed(0)
+    model = create_model(MICRO).eval()
+    with torch.no_grad():
+        for m in model.attention_modules():  # weights away from their init, so every term counts
+            m.logit_scale.uniform_(0.0, 4.6)
+            m.q_bias.normal_()
+            m.v_bias.normal_()
+    torch.save({"model": model.state_dict()}, tmp_path / "w.pth")
+    r = runner.invoke(app, ["build", MICRO, "--weights", str(tmp_path / "w.pth"), "--out", str(tmp_path / "m.pt")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["export", str(tmp_path / "m.pt"), "--attention", "plugin", "--out", str(tmp_path / "p.onnx")])
+    assert r.exit_code == 0, r.output
+    proto = onnx.load(str(tmp_path / "p.onnx"))
+    nodes = [n for n in proto.graph.node if n.domain == "swinedge"]
+    assert [n.op_type for n in nodes] == ["SwinV2WindowAttention"] * 4 and all(len(n.input) == 4 for n in nodes)
+    r = runner.invoke(app, ["verify", str(tmp_path / "m.pt"), str(tmp_path / "p.onnx"), "--size", "8", "--json"])
+    report = json.loads(r.stdout)
+    assert report["passed"] and report["max_abs_err"] < 1e-4, report
+
+    r = runner.invoke(app, ["export", str(tmp_path / "m.pt"), "--out", str(tmp_path / "n.onnx")])
+    assert r.exit_code == 0, r.output
+    # FP32 around the INT8 GEMMs: the CPU custom op takes float32.
+    r = runner.invoke(app, ["quantize", str(tmp_path / "n.onnx"), "--calib-size", "8", "--high-precision-dtype", "fp32", "--out", str(tmp_path / "q.onnx")])
+    assert r.exit_code == 0, r.output
+    native = onnx.load(str(tmp_path / "q.onnx"))
+    graph, count, why_not = plugin_graph(native, onnx_info(tmp_path / "q.onnx", native))
+    assert why_not is None and count == 4
+    onnx.save(graph, str(tmp_path / "qp.onnx"))
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    want = run_onnx_cpu(tmp_path / "q.onnx", x)
+    got = run_onnx_cpu(tmp_path / "qp.onnx", x, with_plugin=True)
+    np.testing.assert_allclose(got, want, atol=2e-3 * np.abs(want).max(), rtol=0)
 
 
 @pytest.mark.slow

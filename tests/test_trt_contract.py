@@ -321,3 +321,74 @@ def test_nvidia_python_plugin_layer_on_standin_rejects_int_attributes_where_nump
         assert errors and all("only 0-dimensional arrays can be converted to Python scalars" in e for e in errors)
     else:
         assert errors == [""] * len(errors)
+
+
+# -- Swin V2's cosine plugin ---------------------------------------------------------------------------
+SWINV2_MICRO = "swinv2_micro_window4_64"
+# From its definition: per stage, token grid side, heads, channels (window 4, shifts 0/2).
+SWINV2_MICRO_STAGES = [(16, 2, 32), (8, 4, 64)]
+
+
+@pytest.fixture(scope="session")
+def swinv2_plugin_graphs(tmp_path_factory) -> dict[str, Path]:
+    """The Swin V2 graphs build_engine hands TensorRT: exported, quantized, substituted."""
+    from swinedge.engine import plugin_graph
+    from swinedge.export import export_onnx, onnx_info
+    from swinedge.quantize import QuantizeOptions, quantize_onnx
+
+    d = tmp_path_factory.mktemp("contract-v2")
+    fp32 = export_onnx(SWINV2_MICRO, d / "v2.onnx").onnx_path
+    native = {
+        "fp32": fp32,
+        "fp16": quantize_onnx(fp32, d / "v2.fp16.onnx", QuantizeOptions(precision="fp16", calib_size=2)).onnx_path,
+        "int8": quantize_onnx(fp32, d / "v2.int8.onnx", QuantizeOptions(calib_size=8, method="max")).onnx_path,
+    }
+    out = {}
+    for precision, path in native.items():
+        proto = onnx.load(str(path))
+        graph, count, why_not = plugin_graph(proto, onnx_info(path, proto))
+        assert why_not is None and count == 4
+        out[precision] = d / f"v2.{precision}.plugin.onnx"
+        onnx.save(graph, str(out[precision]))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trt_version", [PLUGIN_VERSIONS[0], PLUGIN_VERSIONS[-1]])
+def test_nvidia_python_plugin_layer_on_standin_accepts_swin_v2_graphs(trt_version: str, swinv2_plugin_graphs) -> None:
+    """NVIDIA's real tensorrt.plugin package (oldest and newest with AOT plugins), on a
+    stand-in for its compiled module, answers the parser's and builder's calls on the
+    substituted Swin V2 FP32/FP16/INT8 graphs: the cosine plugin's fourth input (float32
+    logit scale), output types and shapes, launch parameters and a 5-parameter PTX entry.
+    Not proven here: libnvinfer parsing the graph, loading and launching the PTX, numerics."""
+    try:
+        trt_bindings.wheel_dir(trt_version)
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"NVIDIA's bindings wheel is not reachable: {e}")
+    result = _replay(trt_version, list(swinv2_plugin_graphs.values()), [87, 90])
+    assert "import_error" not in result, result.get("import_error")
+    entries: dict[str, str] = {}
+    for precision, path in swinv2_plugin_graphs.items():
+        for cc, nodes in result["graphs"][str(path)].items():
+            assert len(nodes) == 4
+            for k, n in enumerate(nodes):
+                assert "error" not in n, n.get("trace", n.get("error"))
+                stage, block = divmod(k, 2)
+                side, heads, channels = SWINV2_MICRO_STAGES[stage]
+                assert n["node"] == f"/layers/layers.{stage}/blocks/blocks.{block}/attn/SwinV2WindowAttention"
+                assert n["aot"] and n["missing_fields"] == [] and n["num_outputs"] == 1
+                qkv = EXPECTED_QKV[precision]
+                assert n["output_types"] == [qkv]
+                assert n["format_combinations"] == [[t, "TensorFormat.LINEAR"] for t in (qkv, "DataType.FLOAT", qkv, "DataType.FLOAT", qkv)]
+                for b, shape in n["output_shapes"].items():
+                    assert shape == [int(b), side * side, channels]
+                windows = (side // 4) ** 2
+                for b, (gx, gy, gz, bx, *_rest) in n["launch"].items():
+                    assert (gx, gy, gz) == (int(b) * windows * heads, 1, 1)
+                kern = n["kernel"]
+                assert kern["entry"] == kern["name"] and kern["params"] == 5
+                assert kern["name"].startswith("swinedge_cosine_window_attention_") and f"_sm{cc}_" in kern["name"]
+                assert entries.setdefault(kern["name"], kern["ptx_sha256"]) == kern["ptx_sha256"]
+    assert len(entries) == 4 * 2 * 2  # 4 geometries x fp32/fp16 x sm_87/sm_90

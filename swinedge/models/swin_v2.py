@@ -3,8 +3,8 @@ log-spaced position bias (a small MLP, 16 * sigmoid).
 
 Weight-compatible with timm's ``SwinTransformerV2`` (parameter names and shapes), so timm
 checkpoints load as they are; :func:`checkpoint_filter_fn` turns Microsoft's layout into
-this one. Attention runs natively (no plugin yet): the V1 kernel's bias table does not
-cover cosine attention.
+this one. The attention core is V1's with cosine scores (``WindowGeometry.cosine``), so
+the same fused kernel and plugin node serve it, given the per-head logit scale.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinedge.errors import SwinedgeError
-from swinedge.models.swin import ClassifierHead, DropPath, Mlp, PatchEmbed, SwinConfig, count_macs
+from swinedge.models.swin import ATTENTION_IMPLS, ClassifierHead, DropPath, Mlp, PatchEmbed, SwinConfig, count_macs
 from swinedge.ops.window_attention import (
     WindowGeometry,
-    partition_qkv,
     relative_position_index,
-    reverse_windows,
     shift_mask,
+    window_attention_reference,
 )
 
 # The logit scale is clamped at log(1 / 0.01), as the paper and timm do.
@@ -58,6 +57,10 @@ class SwinV2Config(SwinConfig):
         d = super().to_dict()
         d["pretrained_window_sizes"] = list(self.pretrained_window_sizes)
         return d
+
+    def stage_geometries(self) -> list[list[WindowGeometry]]:
+        """V1's window clamping and shifts, with cosine attention in every block."""
+        return [[replace(g, cosine=True) for g in stage] for stage in super().stage_geometries()]
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ class WindowAttentionV2(nn.Module):
 
     def __init__(self, geometry: WindowGeometry, pretrained_window: int) -> None:
         super().__init__()
-        g = geometry
+        g = replace(geometry, cosine=True)
         self.geometry = g
         self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(g.num_heads, 1, 1)))
         self.cpb_mlp = nn.Sequential(nn.Linear(2, CPB_HIDDEN, bias=True), nn.ReLU(inplace=True), nn.Linear(CPB_HIDDEN, g.num_heads, bias=False))
@@ -134,22 +137,31 @@ class WindowAttentionV2(nn.Module):
         self.register_buffer("relative_coords_table", relative_coords_table(g.window, pretrained_window), persistent=False)
         self.register_buffer("relative_position_index", relative_position_index(g.window).reshape(-1), persistent=False)
         self.register_buffer("attn_mask", mask if mask is not None else torch.zeros(0), persistent=False)
-        self._cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.impl = "reference"
+        self._cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
-    def constants(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-head logit scale ``[heads, 1, 1]``, bias ``[heads, N, N]``): functions of
-        the weights alone. In eval they are computed once per weights and device, so an
-        export (which warms them first) writes them as constants: no position-bias MLP
-        or logit-scale op is left in the graph for a quantizer to touch."""
+    def constants(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(per-head logit scale ``[heads]``, bias ``[heads, N, N]``, the fused kernel's
+        score table): functions of the weights alone. In eval they are computed once per
+        weights and device, so an export (which warms them first) writes them as
+        constants: no position-bias MLP or logit-scale op is left in the graph for a
+        quantizer to touch. The table is None in training."""
+        from swinedge.ops.attention_table import attention_table
+
         params = (self.logit_scale, *self.cpb_mlp.parameters())
         key = tuple((p.device, p.data_ptr(), p._version) for p in params)
         if self.training or self._cache is None or self._cache[0] != key:
-            scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
-            values = (scale, self.bias())
-            if self.training:
-                return values
-            self._cache = (key, (values[0].detach(), values[1].detach()))
+            scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().reshape(-1)
+            bias = self.bias()
+            if self.training:  # the fused op has no gradient: no table to train through
+                return scale, bias, None
+            with torch.no_grad():
+                self._cache = (key, (scale.detach(), bias.detach(), attention_table(bias.detach(), self.geometry)))
         return self._cache[1]
+
+    def score_table(self) -> torch.Tensor:
+        """The fused kernel's table (bias and shift mask per window-edge pattern)."""
+        return self.constants()[2]
 
     def bias(self) -> torch.Tensor:
         """``[heads, N, N]``: the position-bias MLP at every offset, 16 * sigmoid."""
@@ -161,20 +173,18 @@ class WindowAttentionV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.geometry
-        n = g.tokens_per_window
         qkv_bias = torch.cat([self.q_bias, self.k_bias, self.v_bias])
         qkv = F.linear(x, self.qkv.weight, qkv_bias)
-        q, k, v = partition_qkv(qkv, qkv_bias, g)  # padded tokens get the bias, as timm pads x with zeros
-        # F.normalize written out (same eps): its expand_as would put Shape ops in the graph.
-        q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        k = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        attn = q @ k.transpose(-2, -1)
-        scale, bias = self.constants()
-        attn = attn * scale + bias.unsqueeze(0)
-        if g.shift:
-            attn = attn.reshape(-1, g.num_windows, g.num_heads, n, n) + self.attn_mask[None, :, None]
-            attn = attn.reshape(-1, g.num_heads, n, n)
-        return self.proj(reverse_windows(attn.softmax(dim=-1) @ v, g))
+        scale, bias, table = self.constants()
+        # Padded tokens get the qkv bias, as timm pads x with zeros before the projection.
+        if self.impl == "fused":
+            from swinedge.ops.fused import window_attention_fused
+
+            out = window_attention_fused(qkv, table, qkv_bias, g, logit_scale=scale)
+        else:
+            mask = self.attn_mask if g.shift else None
+            out = window_attention_reference(qkv, bias, qkv_bias, g, mask, logit_scale=scale)
+        return self.proj(out)
 
 
 class SwinV2Block(nn.Module):
@@ -252,6 +262,16 @@ class SwinTransformerV2(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+    def set_attention_impl(self, impl: str) -> "SwinTransformerV2":
+        if impl not in ATTENTION_IMPLS:
+            raise SwinedgeError(f"unknown attention implementation '{impl}': choose one of {', '.join(ATTENTION_IMPLS)}")
+        for m in self.attention_modules():
+            m.impl = impl
+        return self
+
+    def attention_modules(self) -> list[WindowAttentionV2]:
+        return [m for m in self.modules() if isinstance(m, WindowAttentionV2)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.layers(self.patch_embed(x)))

@@ -3,7 +3,7 @@
 This is what the TensorRT plugin's AOT implementation returns: kernel name, PTX and
 launch parameters. TensorRT launches an AOT kernel with the arguments
 ``(inputs..., extra scalars..., outputs...)``; ours are ``(qkv, table, pad_qkv, out)``
-with no extra scalars (every size is a compile-time constant but the batch, which only
+(Swin V2's cosine kernel: ``(qkv, table, pad_qkv, logit_scale, out)``) with no extra scalars (every size is a compile-time constant but the batch, which only
 enters the grid).
 
 Triton >= 3.3 appends hidden scratch-pointer parameters to every kernel. TensorRT would
@@ -33,6 +33,12 @@ from swinedge.ops.triton_kernel import check_geometry, constexprs, kernel, launc
 from swinedge.ops.window_attention import WindowGeometry
 
 KERNEL_ARGS = ("qkv", "table", "pad_qkv", "out")
+COSINE_KERNEL_ARGS = ("qkv", "table", "pad_qkv", "logit_scale", "out")
+
+
+def kernel_args(geometry: WindowGeometry) -> tuple[str, ...]:
+    """The kernel's parameters, in TensorRT's order: inputs, then the output."""
+    return COSINE_KERNEL_ARGS if geometry.cosine else KERNEL_ARGS
 # The GPUs the kernel is compiled and tested for. Others (sm_75, sm_103, Thor, sm_121 ...)
 # get the native attention graph: see ``swinedge.engine.plugin_blockers``.
 SUPPORTED_CC = (80, 86, 87, 89, 90, 100, 120)
@@ -83,13 +89,16 @@ def entry_params(ptx: str, name: str) -> list[str]:
     return [p.strip() for p in m.group(1).split(",") if p.strip()]
 
 
-def plugin_io_error(qkv: str, table: str, pad_qkv: str, out: str) -> str | None:
+def plugin_io_error(qkv: str, table: str, pad_qkv: str, out: str, logit_scale: str | None = None) -> str | None:
     """What is wrong with the plugin's I/O dtypes, or None: qkv float16/float32/bfloat16,
-    table float32 (the kernel reads it as such), pad and output the dtype of qkv."""
+    table (and a V2 node's logit scale) float32 (the kernel reads them as such), pad and
+    output the dtype of qkv."""
     if qkv not in _DTYPES:
         return f"qkv must be {', '.join(_DTYPES)}, got {qkv}"
     if table != "float32":
         return f"table must be float32, got {table}"
+    if logit_scale is not None and logit_scale != "float32":
+        return f"logit_scale must be float32, got {logit_scale}"
     if pad_qkv != qkv:
         return f"pad_qkv must have the dtype of qkv ({qkv}), got {pad_qkv}"
     if out != qkv:
@@ -121,8 +130,9 @@ def entry_name(geometry: WindowGeometry, dtype: str, compute_capability: int) ->
     TensorRT keys loaded AOT kernels by name in ways it does not document; every plugin
     layer of another shape must therefore never share one name with different PTX."""
     g = geometry
+    kind = "cosine_window_attention" if g.cosine else "window_attention"
     return (
-        f"swinedge_window_attention_{_DTYPES[dtype]}_sm{compute_capability}"
+        f"swinedge_{kind}_{_DTYPES[dtype]}_sm{compute_capability}"
         f"_{g.height}x{g.width}_w{g.window}_s{g.shift}_h{g.num_heads}_d{g.head_dim}"
     )
 
@@ -183,7 +193,10 @@ def compile_window_attention(
     cfg = launch_config(g)
     consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=dtype == "float32")
     t = _DTYPES[dtype]
-    signature = {"qkv_ptr": f"*{t}", "table_ptr": "*fp32", "pad_ptr": f"*{t}", "out_ptr": f"*{t}"}
+    signature = {"qkv_ptr": f"*{t}", "table_ptr": "*fp32", "pad_ptr": f"*{t}"}
+    if g.cosine:
+        signature["scale_ptr"] = "*fp32"
+    signature["out_ptr"] = f"*{t}"
     signature.update({name: "constexpr" for name in consts})
     # Every buffer is assumed 16-byte aligned, so Triton emits 16-byte vector loads and
     # stores instead of scalar ones. NVIDIA documents 256-byte alignment for network I/O
@@ -191,10 +204,11 @@ def compile_window_attention(
     # (README, "The kernel TensorRT runs"); a misaligned pointer would stop the
     # engine with CUDA's "misaligned address" error, never give wrong numbers, so the
     # `tensorrt` tests on a GPU are the check.
-    aligned = {(i,): [["tt.divisibility", 16]] for i in range(len(KERNEL_ARGS))}
+    args = kernel_args(g)
+    aligned = {(i,): [["tt.divisibility", 16]] for i in range(len(args))}
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # pin today's default; silences a notice
     compiled = triton.compile(
-        ASTSource(fn=kernel(interpret=False), signature=signature, constexprs=consts, attrs=aligned),
+        ASTSource(fn=kernel(interpret=False, cosine=g.cosine), signature=signature, constexprs=consts, attrs=aligned),
         target=GPUTarget("cuda", compute_capability, 32),
         options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages, "ptx_version": ptx_version},
     )
@@ -205,7 +219,7 @@ def compile_window_attention(
     if md.shared > MAX_SHARED_MEM:
         raise SwinedgeError(f"kernel for {g} needs {md.shared} bytes of shared memory, over the {MAX_SHARED_MEM} a plugin launch gets")
     name = entry_name(g, dtype, compute_capability)
-    ptx = rename_entry(strip_unused_params(compiled.asm["ptx"], md.name, keep=len(KERNEL_ARGS)), md.name, name)
+    ptx = rename_entry(strip_unused_params(compiled.asm["ptx"], md.name, keep=len(args)), md.name, name)
     return AotKernel(
         name=name,
         ptx=ptx,
@@ -228,7 +242,7 @@ def compile_in_subprocess(geometry: WindowGeometry, *, compute_capability: int, 
         sys.executable, "-m", "swinedge.ops.aot", "--cc", str(compute_capability), "--dtype", dtype,
         "--height", str(g.height), "--width", str(g.width), "--window", str(g.window), "--shift", str(g.shift),
         "--heads", str(g.num_heads), "--head-dim", str(g.head_dim), "--with-ptx",
-    ]  # fmt: skip
+    ] + (["--cosine"] if g.cosine else [])  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise SwinedgeError((proc.stderr.strip().splitlines() or ["kernel compilation failed"])[-1])
@@ -245,11 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shift", type=int, default=0)
     ap.add_argument("--heads", type=int, required=True)
     ap.add_argument("--head-dim", type=int, default=32)
+    ap.add_argument("--cosine", action="store_true", help="Swin V2's cosine attention (takes the logit scale)")
     ap.add_argument("--ptx-version", type=int, default=None, help="PTX ISA, e.g. 80 = 8.0 (CUDA 12.0+ drivers); default: the lowest the target accepts")
     ap.add_argument("--with-ptx", action="store_true", help="include the PTX text in the JSON")
     ap.add_argument("--out", help="write the PTX here")
     a = ap.parse_args(argv)
-    g = WindowGeometry(a.height, a.width or a.height, a.window, a.shift, a.heads, a.head_dim)
+    g = WindowGeometry(a.height, a.width or a.height, a.window, a.shift, a.heads, a.head_dim, a.cosine)
     try:
         k = compile_window_attention(g, compute_capability=a.cc, dtype=a.dtype, ptx_version=a.ptx_version)
     except SwinedgeError as e:

@@ -14,7 +14,9 @@ tiles so that every table load is a full, unmasked, 16-byte-aligned row:
 - values are ``(bias + mask) / scale``, in the units of ``q.k``: the kernel starts its
   q.k^T product from the table (the MMA accumulator, no separate add and no second tile
   live in registers) and scales once, in base 2: ``(q.k + table) * scale * log2(e)``,
-  then ``exp2``, the same softmax;
+  then ``exp2``, the same softmax. Cosine attention (Swin V2) scales the normalised q
+  by the head's logit scale before the product, so its table is ``bias + mask`` as it
+  is and the kernel multiplies by ``log2(e)`` alone;
 - key columns past the window (``>= N``, tile padding) are ``-inf``;
 - query rows past the window are 0 (never stored).
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from swinedge.ops.window_attention import MASK_VALUE, WindowGeometry, partition_qkv, reverse_windows
+from swinedge.ops.window_attention import MASK_VALUE, WindowGeometry, l2_normalize, partition_qkv, reverse_windows
 
 LOG2E = 1.0 / math.log(2.0)
 
@@ -107,7 +109,9 @@ def pattern_masks(g: WindowGeometry) -> torch.Tensor:
 def attention_table(bias: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
     """``[heads, N, N]`` relative-position bias -> the kernel's ``[P, heads, rows, cols]`` table."""
     n, t = g.tokens_per_window, tiling(g)
-    scores = (bias.float()[None] + pattern_masks(g).to(bias.device)[:, None]) / g.scale  # [P, heads, N, N]
+    scores = bias.float()[None] + pattern_masks(g).to(bias.device)[:, None]  # [P, heads, N, N]
+    if not g.cosine:
+        scores = scores / g.scale
     table = torch.zeros(num_patterns(g), g.num_heads, t.rows, t.cols, dtype=torch.float32, device=bias.device)
     table[..., :n, :n] = scores
     if t.cols > n:
@@ -121,18 +125,29 @@ def table_shape(g: WindowGeometry) -> tuple[int, int, int, int]:
 
 
 def window_attention_from_table(
-    qkv: torch.Tensor, table: torch.Tensor, pad_qkv: torch.Tensor | None, geometry: WindowGeometry
+    qkv: torch.Tensor,
+    table: torch.Tensor,
+    pad_qkv: torch.Tensor | None,
+    geometry: WindowGeometry,
+    logit_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The kernel's math in plain torch: ``[B, H*W, 3C]`` -> ``[B, H*W, C]``."""
+    """The kernel's math in plain torch: ``[B, H*W, 3C]`` -> ``[B, H*W, C]``.
+    ``logit_scale`` ``[heads]``: cosine attention only."""
     g = geometry
     if tuple(table.shape) != table_shape(g):
         raise ValueError(f"table must be {list(table_shape(g))} for {g}, got {list(table.shape)}")
+    if g.cosine and (logit_scale is None or logit_scale.numel() != g.num_heads):
+        raise ValueError(f"cosine attention needs a logit scale of {g.num_heads} values")
     n = g.tokens_per_window
     q, k, v = partition_qkv(qkv, pad_qkv, g)  # [B*nW, heads, N, hd]
-    scores = q.float() @ k.float().transpose(-2, -1)
+    q, k = q.float(), k.float()
+    if g.cosine:
+        q = l2_normalize(q) * logit_scale.float().reshape(g.num_heads, 1, 1)
+        k = l2_normalize(k)
+    scores = q @ k.transpose(-2, -1)
     per_window = table[:, :, :n, :n][window_patterns(g).to(table.device)]  # [nW, heads, N, N]
     scores = (scores.reshape(-1, g.num_windows, g.num_heads, n, n) + per_window).reshape(-1, g.num_heads, n, n)
-    scores = scores * (g.scale * LOG2E)
+    scores = scores * (LOG2E if g.cosine else g.scale * LOG2E)
     p = torch.exp2(scores - scores.amax(-1, keepdim=True))
     out = (p / p.sum(-1, keepdim=True)) @ v.float()
     return reverse_windows(out.to(qkv.dtype), g)

@@ -1,4 +1,5 @@
-"""``torch.ops.swinedge.window_attention``: one op, three implementations.
+"""``torch.ops.swinedge.window_attention`` (and ``cosine_window_attention``, Swin V2's,
+which also takes the per-head logit scale): one op, three implementations.
 
 * CPU: the kernel's math in plain torch (:func:`window_attention_from_table`);
 * CUDA: the fused Triton kernel;
@@ -21,11 +22,14 @@ from swinedge.ops.attention_table import window_attention_from_table
 from swinedge.ops.window_attention import WindowGeometry
 
 OP_NAME = "swinedge::window_attention"
+COSINE_OP_NAME = "swinedge::cosine_window_attention"
 
 
-def _geometry(qkv: torch.Tensor, height: int, width: int, window: int, shift: int, num_heads: int) -> WindowGeometry:
+def _geometry(
+    qkv: torch.Tensor, height: int, width: int, window: int, shift: int, num_heads: int, cosine: bool = False
+) -> WindowGeometry:
     dim = qkv.shape[-1] // 3
-    return WindowGeometry(height, width, window, shift, num_heads, dim // num_heads)
+    return WindowGeometry(height, width, window, shift, num_heads, dim // num_heads, cosine)
 
 
 @torch.library.custom_op(OP_NAME, mutates_args=())
@@ -57,9 +61,44 @@ def _window_attention_fake(qkv, table, pad_qkv, height, width, window, shift, nu
     return qkv.new_empty(qkv.shape[0], height * width, qkv.shape[-1] // 3)
 
 
-def window_attention_fused(
-    qkv: torch.Tensor, table: torch.Tensor, pad_qkv: Optional[torch.Tensor], geometry: WindowGeometry
+@torch.library.custom_op(COSINE_OP_NAME, mutates_args=())
+def cosine_window_attention(
+    qkv: torch.Tensor,
+    table: torch.Tensor,
+    pad_qkv: Optional[torch.Tensor],
+    logit_scale: torch.Tensor,
+    height: int,
+    width: int,
+    window: int,
+    shift: int,
+    num_heads: int,
 ) -> torch.Tensor:
+    """Swin V2's core: cosine scores times the per-head ``logit_scale`` ``[heads]``."""
+    g = _geometry(qkv, height, width, window, shift, num_heads, cosine=True)
+    return window_attention_from_table(qkv, table, pad_qkv, g, logit_scale)
+
+
+@cosine_window_attention.register_kernel("cuda")
+def _cosine_window_attention_cuda(qkv, table, pad_qkv, logit_scale, height, width, window, shift, num_heads):
+    from swinedge.ops.triton_kernel import window_attention_triton
+
+    g = _geometry(qkv, height, width, window, shift, num_heads, cosine=True)
+    return window_attention_triton(qkv, table, pad_qkv, g, logit_scale=logit_scale)
+
+
+@cosine_window_attention.register_fake
+def _cosine_window_attention_fake(qkv, table, pad_qkv, logit_scale, height, width, window, shift, num_heads):
+    return qkv.new_empty(qkv.shape[0], height * width, qkv.shape[-1] // 3)
+
+
+def window_attention_fused(
+    qkv: torch.Tensor,
+    table: torch.Tensor,
+    pad_qkv: Optional[torch.Tensor],
+    geometry: WindowGeometry,
+    logit_scale: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The op for ``geometry`` (cosine geometries need ``logit_scale`` ``[heads]``)."""
     g = geometry
     if qkv.is_cuda:
         from swinedge.ops.triton_kernel import check_geometry
@@ -67,4 +106,10 @@ def window_attention_fused(
         check_geometry(g, qkv.dtype)  # clear error before tracing or launching
     if pad_qkv is None:
         pad_qkv = qkv.new_zeros(3 * g.dim)
+    if g.cosine:
+        if logit_scale is None:
+            raise ValueError("cosine window attention needs the per-head logit scale")
+        return torch.ops.swinedge.cosine_window_attention(
+            qkv, table, pad_qkv, logit_scale.reshape(g.num_heads).float(), g.height, g.width, g.window, g.shift, g.num_heads
+        )
     return torch.ops.swinedge.window_attention(qkv, table, pad_qkv, g.height, g.width, g.window, g.shift, g.num_heads)

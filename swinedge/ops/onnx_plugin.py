@@ -10,6 +10,10 @@ One node per attention block::
     attrs   plugin_namespace="swinedge" (read by the parser; version defaults to "1"),
             height, width, window, shift, num_heads, head_dim (INT)
 
+Swin V2 blocks (cosine attention) get ``SwinV2WindowAttention``: the same node with a
+fourth input, ``logit_scale [heads]`` float32 (initializer, clamped and exponentiated),
+and a table of bias and mask in score units (see swinedge.ops.attention_table).
+
 TensorRT's ONNX parser ignores the domain and looks up the plugin ``op_type`` in
 ``plugin_namespace``; ONNX Runtime runs the same node on CPU through an
 onnxruntime-extensions Python op implementing the kernel's math. The scale is derived
@@ -30,11 +34,13 @@ from swinedge.errors import MissingDependencyError
 
 PLUGIN_DOMAIN = "swinedge"
 PLUGIN_NAME = "SwinWindowAttention"
+COSINE_PLUGIN_NAME = "SwinV2WindowAttention"
+PLUGIN_NAMES = (PLUGIN_NAME, COSINE_PLUGIN_NAME)
 PLUGIN_NAMESPACE = "swinedge"
 GEOMETRY_ATTRS = ("height", "width", "window", "shift", "num_heads", "head_dim")
 
 
-def _symbolic(g, qkv, table, pad_qkv, height, width, window, shift, num_heads):
+def _plugin_node(g, name, inputs, qkv, height, width, window, shift, num_heads):
     from torch.onnx import symbolic_helper as sh
 
     h = sh._get_const(height, "i", "height")
@@ -44,10 +50,8 @@ def _symbolic(g, qkv, table, pad_qkv, height, width, window, shift, num_heads):
     nh = sh._get_const(num_heads, "i", "num_heads")
     dim = sh._get_tensor_sizes(qkv)[-1] // 3
     out = g.op(
-        f"{PLUGIN_DOMAIN}::{PLUGIN_NAME}",
-        qkv,
-        table,
-        pad_qkv,
+        f"{PLUGIN_DOMAIN}::{name}",
+        *inputs,
         plugin_namespace_s=PLUGIN_NAMESPACE,
         height_i=h,
         width_i=w,
@@ -61,21 +65,34 @@ def _symbolic(g, qkv, table, pad_qkv, height, width, window, shift, num_heads):
     return out
 
 
+def _symbolic(g, qkv, table, pad_qkv, height, width, window, shift, num_heads):
+    return _plugin_node(g, PLUGIN_NAME, (qkv, table, pad_qkv), qkv, height, width, window, shift, num_heads)
+
+
+def _cosine_symbolic(g, qkv, table, pad_qkv, logit_scale, height, width, window, shift, num_heads):
+    return _plugin_node(g, COSINE_PLUGIN_NAME, (qkv, table, pad_qkv, logit_scale), qkv, height, width, window, shift, num_heads)
+
+
+_SYMBOLICS = {"swinedge::window_attention": _symbolic, "swinedge::cosine_window_attention": _cosine_symbolic}
+
+
 @contextlib.contextmanager
 def plugin_export_context(model, opset: int) -> Iterator[None]:
     """Within: the model uses the custom op and the exporter maps it to the plugin node."""
-    import swinedge.ops.fused  # noqa: F401 - registers torch.ops.swinedge.window_attention
+    import swinedge.ops.fused  # noqa: F401 - registers the torch ops
 
     previous = {m: m.impl for m in model.attention_modules()}
     model.set_attention_impl("fused")
     with torch.no_grad():
         for m in previous:
             m.score_table()  # built before tracing: each block's table becomes one initializer
-    torch.onnx.register_custom_op_symbolic("swinedge::window_attention", _symbolic, opset)
+    for op, fn in _SYMBOLICS.items():
+        torch.onnx.register_custom_op_symbolic(op, fn, opset)
     try:
         yield
     finally:
-        torch.onnx.unregister_custom_op_symbolic("swinedge::window_attention", opset)
+        for op in _SYMBOLICS:
+            torch.onnx.unregister_custom_op_symbolic(op, opset)
         for m, impl in previous.items():
             m.impl = impl
 
@@ -105,14 +122,14 @@ def ensure_domain_import(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def plugin_nodes(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return [n for n in proto.graph.node if n.domain == PLUGIN_DOMAIN and n.op_type == PLUGIN_NAME]
+    return [n for n in proto.graph.node if n.domain == PLUGIN_DOMAIN and n.op_type in PLUGIN_NAMES]
 
 
 def node_geometry(node: onnx.NodeProto):
     from swinedge.ops.window_attention import WindowGeometry
 
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    return WindowGeometry(*(int(attrs[k]) for k in GEOMETRY_ATTRS))
+    return WindowGeometry(*(int(attrs[k]) for k in GEOMETRY_ATTRS), cosine=node.op_type == COSINE_PLUGIN_NAME)
 
 
 _REGISTERED = False
@@ -141,15 +158,23 @@ def _register_python_op() -> None:
         attrs=attrs,
     )
     def swin_window_attention(qkv, table, pad_qkv, **kw):  # noqa: ANN001 - signature fixed by ORT
-        g = WindowGeometry(*(int(kw[k]) for k in GEOMETRY_ATTRS))
+        return _run(kw, qkv, table, pad_qkv)
+
+    @onnx_op(
+        op_type=f"{PLUGIN_DOMAIN}::{COSINE_PLUGIN_NAME}",
+        inputs=[PyCustomOpDef.dt_float] * 4,
+        outputs=[PyCustomOpDef.dt_float],
+        attrs=attrs,
+    )
+    def swin_v2_window_attention(qkv, table, pad_qkv, logit_scale, **kw):  # noqa: ANN001 - signature fixed by ORT
+        return _run(kw, qkv, table, pad_qkv, logit_scale)
+
+    def _run(kw, qkv, table, pad_qkv, logit_scale=None):  # noqa: ANN001
+        g = WindowGeometry(*(int(kw[k]) for k in GEOMETRY_ATTRS), cosine=logit_scale is not None)
+        tensors = [torch.from_numpy(np.asarray(a, np.float32)) for a in (qkv, table, pad_qkv)]
+        scale = None if logit_scale is None else torch.from_numpy(np.asarray(logit_scale, np.float32))
         with torch.no_grad():
-            out = window_attention_from_table(
-                torch.from_numpy(np.asarray(qkv, np.float32)),
-                torch.from_numpy(np.asarray(table, np.float32)),
-                torch.from_numpy(np.asarray(pad_qkv, np.float32)),
-                g,
-            )
-        return out.numpy()
+            return window_attention_from_table(*tensors, g, scale).numpy()
 
     _REGISTERED = True
 
@@ -170,13 +195,15 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
 
     For graphs exported with native attention and possibly quantized or AutoCast
     afterwards (modelopt cannot calibrate through the plugin). Per block, the core is
-    everything between the qkv Linear's output and the tensor that feeds the proj Linear
-    (through its Q/DQ or Cast, which stay): found by walking the graph, since inserted
-    nodes carry the block's name prefix too. Returns (graph, nodes substituted).
+    everything between the qkv projection's output and the tensor that feeds the proj
+    Linear (through its Q/DQ or Cast, which stay): found by walking the graph, since
+    inserted nodes carry the block's name prefix too. Returns (graph, nodes substituted).
 
-    The bias initializer of the native core becomes the kernel's table
-    (:func:`swinedge.ops.attention_table.attention_table`). Types follow the plugin's rules
-    (:func:`swinedge.ops.aot.plugin_io_error`): the table is float32, pad_qkv has the dtype of qkv, and the output has the dtype of qkv;
+    The bias constant of the native core becomes the kernel's table
+    (:func:`swinedge.ops.attention_table.attention_table`); a Swin V2 core's logit-scale
+    constant (the one multiplying the cosine scores) becomes the node's fourth input.
+    Types follow the plugin's rules (:func:`swinedge.ops.aot.plugin_io_error`): table
+    and logit scale float32, pad_qkv the dtype of qkv, the output the dtype of qkv;
     where the replaced tensor had another dtype, a Cast restores it, so every consumer
     sees the type it had before.
     """
@@ -189,6 +216,7 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
     graph = proto.graph
     producer = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
+    consts = ConstantValues(graph)
     by_name = {n.name: n for n in graph.node}
     replaced = 0
     remove: set[int] = set()
@@ -196,63 +224,63 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
     for i, stage in enumerate(config.stage_geometries()):
         for j, g in enumerate(stage):
             prefix = f"/layers/layers.{i}/blocks/blocks.{j}/attn/"
-            qkv_node = by_name.get(prefix + "qkv/Add") or by_name.get(prefix + "qkv/MatMul")
+            # V1: the qkv Linear; V2: F.linear with the q/k/v bias concatenated (MatMul, Add).
+            names = ("Add", "MatMul") if g.cosine else ("qkv/Add", "qkv/MatMul")
+            qkv_node = by_name.get(prefix + names[0]) or by_name.get(prefix + names[1])
             proj = by_name.get(prefix + "proj/MatMul")
             if qkv_node is None or proj is None:
-                raise SwinedgeError(f"block {i}.{j}: no qkv/proj Linears named {prefix}qkv, {prefix}proj: export the graph with swinedge")
+                raise SwinedgeError(f"block {i}.{j}: no qkv/proj projections named {prefix}{names[0]}, {prefix}proj: export the graph with swinedge")
             qkv_out = qkv_node.output[0]
             core_out = proj.input[0]
             while core_out in producer and producer[core_out].op_type in _TRANSPARENT:
                 core_out = producer[core_out].input[0]
-            # Backward closure from the core output to the qkv output.
-            region: list[onnx.NodeProto] = []
-            seen: set[str] = set()
-            stack = [core_out]
-            while stack:
-                t = stack.pop()
-                if t == qkv_out or t in inits or t not in producer or t in seen:
-                    continue
-                seen.add(t)
-                node = producer[t]
-                if node.op_type == "Constant":
-                    continue
-                if not (node.name.startswith(prefix) or node.op_type in _TRANSPARENT):
-                    raise SwinedgeError(f"block {i}.{j}: attention core reaches {node.name}; not a swinedge native export")
-                region.append(node)
-                stack.extend(node.input)
-            bias_init = next(
+            region = _core_region(core_out, qkv_out, producer, inits, prefix, f"block {i}.{j}")
+            n = g.tokens_per_window
+            bias = next(
                 (
-                    inits[x]
-                    for n in region
-                    for x in n.input
-                    if x in inits and list(inits[x].dims)[-3:] == [g.num_heads, g.tokens_per_window, g.tokens_per_window]
+                    consts[x]
+                    for node in region
+                    for x in node.input
+                    if x in consts and consts[x].ndim <= 4 and list(consts[x].shape)[-3:] == [g.num_heads, n, n]
+                    and all(d == 1 for d in consts[x].shape[:-3])
                 ),
                 None,
-            )
-            if bias_init is None:
-                raise SwinedgeError(f"block {i}.{j}: relative-position bias initializer not found")
-            bias = numpy_helper.to_array(bias_init).astype(np.float32).reshape(g.num_heads, g.tokens_per_window, g.tokens_per_window)
+            )  # fmt: skip
+            if bias is None:
+                raise SwinedgeError(f"block {i}.{j}: relative-position bias constant not found")
+            bias = bias.astype(np.float32).reshape(g.num_heads, n, n)
             table_name = f"{prefix}plugin_table"
             table = attention_table(torch.from_numpy(bias), g).numpy()
             graph.initializer.append(numpy_helper.from_array(table, table_name))
+            inputs = [qkv_out, table_name]
             qkv_type = types.get(qkv_out)
             if qkv_type not in _PLUGIN_TYPES:
                 name = onnx.TensorProto.DataType.Name(qkv_type) if qkv_type else "unknown"
                 raise SwinedgeError(f"block {i}.{j}: the qkv projection is {name}; the plugin takes FLOAT, FLOAT16 or BFLOAT16")
             out_type = types.get(core_out, qkv_type)
             np_dtype = _np_dtype(qkv_type)
-            pad_name = next((x for x in qkv_node.input if x in inits), None) if qkv_node.op_type == "Add" else None
-            if pad_name is None or inits[pad_name].data_type != qkv_type:
-                # No qkv bias (zeros), or one of another dtype: a pad of qkv's dtype.
-                pad = numpy_helper.to_array(inits[pad_name]).astype(np.float32) if pad_name else np.zeros(3 * g.dim, np.float32)
+            pad_name = next((x for x in qkv_node.input if x in consts), None) if qkv_node.op_type == "Add" else None
+            if pad_name is None or pad_name not in inits or inits[pad_name].data_type != qkv_type:
+                # No qkv bias (zeros), one held by a Constant node, or one of another dtype:
+                # an initializer of qkv's dtype.
+                pad = consts[pad_name].astype(np.float32).reshape(-1) if pad_name else np.zeros(3 * g.dim, np.float32)
                 pad_name = f"{prefix}plugin_pad_qkv"
                 graph.initializer.append(_initializer(pad, np_dtype, qkv_type, pad_name))
-            plugin_out = core_out if out_type == qkv_type else f"{prefix}{PLUGIN_NAME}_output"
+            inputs.append(pad_name)
+            if g.cosine:
+                scale = _logit_scale(region, consts, producer, g.num_heads)
+                if scale is None:
+                    raise SwinedgeError(f"block {i}.{j}: the cosine attention's logit-scale constant was not found")
+                scale_name = f"{prefix}plugin_logit_scale"
+                graph.initializer.append(numpy_helper.from_array(scale.astype(np.float32).reshape(-1), scale_name))
+                inputs.append(scale_name)
+            plugin_name = COSINE_PLUGIN_NAME if g.cosine else PLUGIN_NAME
+            plugin_out = core_out if out_type == qkv_type else f"{prefix}{plugin_name}_output"
             node = onnx.helper.make_node(
-                PLUGIN_NAME,
-                [qkv_out, table_name, pad_name],
+                plugin_name,
+                inputs,
                 [plugin_out],
-                name=f"{prefix}{PLUGIN_NAME}",
+                name=f"{prefix}{plugin_name}",
                 domain=PLUGIN_DOMAIN,
                 plugin_namespace=PLUGIN_NAMESPACE,
                 height=g.height,
@@ -264,8 +292,7 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
             )
             added = [node]
             if plugin_out != core_out:
-                added.append(onnx.helper.make_node("Cast", [plugin_out], [core_out], name=f"{prefix}{PLUGIN_NAME}_cast", to=out_type))
-            if plugin_out != core_out:
+                added.append(onnx.helper.make_node("Cast", [plugin_out], [core_out], name=f"{prefix}{plugin_name}_cast", to=out_type))
                 graph.value_info.append(onnx.helper.make_tensor_value_info(plugin_out, qkv_type, None))
             ids = {id(n) for n in region}
             positions = [k for k, n in enumerate(graph.node) if id(n) in ids]
@@ -282,6 +309,68 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
     graph.node.extend(kept)
     ensure_domain_import(proto)
     return remove_dead_nodes(proto), replaced
+
+
+def _core_region(core_out: str, qkv_out: str, producer: dict, inits: dict, prefix: str, where: str) -> list[onnx.NodeProto]:
+    """Backward closure from the core's output to the qkv output (Constant nodes left out)."""
+    from swinedge.errors import SwinedgeError
+
+    region: list[onnx.NodeProto] = []
+    seen: set[str] = set()
+    stack = [core_out]
+    while stack:
+        t = stack.pop()
+        if t == qkv_out or t in inits or t not in producer or t in seen:
+            continue
+        seen.add(t)
+        node = producer[t]
+        if node.op_type == "Constant":
+            continue
+        if not (node.name.startswith(prefix) or node.op_type in _TRANSPARENT):
+            raise SwinedgeError(f"{where}: attention core reaches {node.name}; not a swinedge native export")
+        region.append(node)
+        stack.extend(node.input)
+    return region
+
+
+def _logit_scale(region: list[onnx.NodeProto], consts: "ConstantValues", producer: dict, heads: int) -> np.ndarray | None:
+    """The constant of ``heads`` values multiplying the cosine scores (the output of the
+    q.k MatMul, maybe through a Cast or Q/DQ)."""
+    for node in region:
+        if node.op_type != "Mul":
+            continue
+        values = [consts[x] for x in node.input if x in consts]
+        others = [x for x in node.input if x not in consts]
+        if len(values) != 1 or values[0].size != heads or len(others) != 1:
+            continue
+        src = others[0]
+        while src in producer and producer[src].op_type in _TRANSPARENT:
+            src = producer[src].input[0]
+        if src in producer and producer[src].op_type == "MatMul":
+            return values[0]
+    return None
+
+
+class ConstantValues:
+    """Initializers and Constant-node outputs (tensor values) of a graph, by name, as
+    numpy arrays converted on first use (a model's weights are never all copied)."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self._protos = {i.name: i for i in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                self._protos[node.output[0]] = node.attribute[0].t
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._protos
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        if name not in self._arrays:
+            self._arrays[name] = numpy_helper.to_array(self._protos[name])
+        return self._arrays[name]
 
 
 _PLUGIN_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)

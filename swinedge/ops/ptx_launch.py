@@ -1,7 +1,8 @@
 """Launch the AOT PTX exactly as the TensorRT plugin does, without TensorRT (GPU only).
 
 TensorRT loads the PTX that ``aot_impl`` returns and launches its entry with the launch
-parameters the plugin declared and the arguments ``(qkv, table, pad_qkv, out)``. This
+parameters the plugin declared and the arguments ``(qkv, table, pad_qkv, out)``
+(Swin V2's: ``(qkv, table, pad_qkv, logit_scale, out)``). This
 module does the same through the CUDA driver API (``pip install cuda-python``), on torch
 tensors and torch's current stream, so the kernel TensorRT runs can be checked against
 the reference and timed on a GPU machine without TensorRT.
@@ -47,11 +48,12 @@ class PtxKernel:
         self.module = _check(driver.cuModuleLoadData(kernel.ptx.encode() + b"\0"))
         self.function = _check(driver.cuModuleGetFunction(self.module, kernel.name.encode()))
 
-    def __call__(self, qkv: torch.Tensor, table: torch.Tensor, pad: torch.Tensor, out: torch.Tensor) -> None:
+    def __call__(self, *buffers: torch.Tensor) -> None:
+        """``buffers``: the kernel's inputs, then its output, in TensorRT's order."""
         driver = _driver()
-        gx, gy, gz, bx, by, bz, smem = self.kernel.launch_dims(qkv.shape[0])
-        args = (qkv.data_ptr(), table.data_ptr(), pad.data_ptr(), out.data_ptr())
-        params = (args, (ctypes.c_void_p,) * 4)
+        gx, gy, gz, bx, by, bz, smem = self.kernel.launch_dims(buffers[0].shape[0])
+        args = tuple(b.data_ptr() for b in buffers)
+        params = (args, (ctypes.c_void_p,) * len(args))
         stream = torch.cuda.current_stream().cuda_stream
         _check(driver.cuLaunchKernel(self.function, gx, gy, gz, bx, by, bz, smem, stream, params, 0))
 
@@ -65,8 +67,19 @@ def load_aot_kernel(g: WindowGeometry, dtype: torch.dtype) -> PtxKernel:
     return PtxKernel(AotKernel(**fields))
 
 
-def window_attention_aot(kernel: PtxKernel, qkv: torch.Tensor, table: torch.Tensor, pad: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
-    """The plugin's computation: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` through the AOT PTX."""
+def window_attention_aot(
+    kernel: PtxKernel,
+    qkv: torch.Tensor,
+    table: torch.Tensor,
+    pad: torch.Tensor,
+    g: WindowGeometry,
+    logit_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The plugin's computation: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` through the AOT PTX
+    (``logit_scale`` ``[heads]``: cosine geometries only)."""
     out = torch.empty(qkv.shape[0], g.height * g.width, g.dim, device=qkv.device, dtype=qkv.dtype)
-    kernel(qkv.contiguous(), table.float().contiguous(), pad.to(qkv.dtype).contiguous(), out)
+    inputs = [qkv.contiguous(), table.float().contiguous(), pad.to(qkv.dtype).contiguous()]
+    if g.cosine:
+        inputs.append(logit_scale.float().reshape(-1).contiguous())
+    kernel(*inputs, out)
     return out

@@ -34,7 +34,8 @@ except ImportError:  # the kernel is optional: reference attention needs no Trit
     HAVE_TRITON = False
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
-MAX_TOKENS_PER_WINDOW = 256
+# 24x24 (Swin V2's window 24): larger windows loop over more 16-key blocks, the same code.
+MAX_TOKENS_PER_WINDOW = 576
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -55,10 +56,19 @@ if HAVE_TRITON:  # a device function the kernel calls; interpreted where the ker
     _slot_tokens = triton.jit(_slot_tokens)
 
 
-def _kernel(
+def _l2_normalized(x, SCALE):
+    """Rows of ``x`` divided by their L2 norm (floored at 1e-12, as F.normalize) and
+    multiplied by ``SCALE`` (a row-broadcast factor), in fp32, back in ``x``'s dtype."""
+    xf = x.to(tl.float32)
+    norm = tl.maximum(tl.sqrt(tl.sum(xf * xf, 1)), 1e-12)
+    return (xf * (SCALE / norm)[:, None]).to(x.dtype)
+
+
+def _attend(
     qkv_ptr,
     table_ptr,
     pad_ptr,
+    scale_ptr,
     out_ptr,
     H: tl.constexpr,
     W: tl.constexpr,
@@ -72,6 +82,7 @@ def _kernel(
     HAS_PAD: tl.constexpr,
     IEEE_FP32: tl.constexpr,
     QK_SCALE: tl.constexpr,
+    COSINE: tl.constexpr,
 ):
     N: tl.constexpr = WS * WS
     NWY: tl.constexpr = (H + WS - 1) // WS
@@ -108,6 +119,10 @@ def _kernel(
     # row is then one unpredicated 16-byte-vector load.
     q_rows = q_tok * ROW
     q = tl.load(in_base + q_rows[:, None] + offs_d[None, :])
+    if COSINE:
+        # Swin V2: unit q and k; the head's logit scale rides on q, so the table (bias
+        # and mask in score units) is still the dot's accumulator.
+        q = _l2_normalized(q, tl.load(scale_ptr + head))
     pad_base = pad_ptr + head * D
 
     if KEY_BLOCKS == 1:
@@ -117,6 +132,8 @@ def _kernel(
         else:
             k_base = in_base + q_rows
         k = tl.load(k_base[:, None] + C + offs_d[None, :])
+        if COSINE:
+            k = _l2_normalized(k, 1.0)
         v = tl.load(k_base[:, None] + 2 * C + offs_d[None, :])
         # The table is the dot's accumulator: (q.k + table) * scale * log2(e).
         t = tl.load(table_base + qi[:, None] * COLS + tl.arange(0, BLOCK_N)[None, :])
@@ -144,6 +161,8 @@ def _kernel(
             else:
                 k_base = in_base + k_tok * ROW
             k = tl.load(k_base[:, None] + C + offs_d[None, :])
+            if COSINE:
+                k = _l2_normalized(k, 1.0)
             v = tl.load(k_base[:, None] + 2 * C + offs_d[None, :])
             t = tl.load(table_base + qi[:, None] * COLS + kj[None, :])
             if IEEE_FP32:
@@ -167,6 +186,38 @@ def _kernel(
     tl.store(out_base + (q_tok * C)[:, None] + offs_d[None, :], out.to(out_ptr.dtype.element_ty), mask=q_valid[:, None])
 
 
+if HAVE_TRITON:
+    _l2_normalized = triton.jit(_l2_normalized)
+    _attend = triton.jit(_attend)
+
+
+# The two entry points: TensorRT passes exactly (inputs..., outputs...), so V1's kernel
+# takes no logit-scale pointer. The body is shared and inlined; COSINE is a constexpr,
+# so V1's code is what it was.
+def _kernel(
+    qkv_ptr, table_ptr, pad_ptr, out_ptr,
+    H: tl.constexpr, W: tl.constexpr, WS: tl.constexpr, SHIFT: tl.constexpr, HEADS: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, KEY_BLOCKS: tl.constexpr, HAS_PAD: tl.constexpr,
+    IEEE_FP32: tl.constexpr, QK_SCALE: tl.constexpr,
+):  # fmt: skip
+    _attend(
+        qkv_ptr, table_ptr, pad_ptr, table_ptr, out_ptr,
+        H, W, WS, SHIFT, HEADS, D, BLOCK_M, BLOCK_N, KEY_BLOCKS, HAS_PAD, IEEE_FP32, QK_SCALE, False,
+    )  # fmt: skip
+
+
+def _cosine_kernel(
+    qkv_ptr, table_ptr, pad_ptr, scale_ptr, out_ptr,
+    H: tl.constexpr, W: tl.constexpr, WS: tl.constexpr, SHIFT: tl.constexpr, HEADS: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, KEY_BLOCKS: tl.constexpr, HAS_PAD: tl.constexpr,
+    IEEE_FP32: tl.constexpr, QK_SCALE: tl.constexpr,
+):  # fmt: skip
+    _attend(
+        qkv_ptr, table_ptr, pad_ptr, scale_ptr, out_ptr,
+        H, W, WS, SHIFT, HEADS, D, BLOCK_M, BLOCK_N, KEY_BLOCKS, HAS_PAD, IEEE_FP32, QK_SCALE, True,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LaunchConfig(Tiling):
     """The tiles of one geometry, plus what the launch needs beyond them."""
@@ -184,7 +235,7 @@ def check_geometry(g: WindowGeometry, dtype: torch.dtype | None = None) -> None:
     """Raise a clear error, before any launch, for what the kernel does not support."""
     if g.tokens_per_window > MAX_TOKENS_PER_WINDOW:
         raise SwinedgeError(
-            f"fused window attention supports windows of at most {MAX_TOKENS_PER_WINDOW} tokens (16x16); "
+            f"fused window attention supports windows of at most {MAX_TOKENS_PER_WINDOW} tokens (24x24); "
             f"got window {g.window} ({g.tokens_per_window} tokens): use attention 'reference'"
         )
     if g.window < 2:
@@ -218,11 +269,12 @@ def constexprs(g: WindowGeometry, cfg: LaunchConfig, *, has_pad: bool, ieee_fp32
         "KEY_BLOCKS": cfg.key_blocks,
         "HAS_PAD": has_pad,
         "IEEE_FP32": ieee_fp32,
-        "QK_SCALE": g.scale * LOG2E,
+        # Cosine attention: the logit scale is applied to q in the kernel.
+        "QK_SCALE": LOG2E if g.cosine else g.scale * LOG2E,
     }
 
 
-_KERNELS: dict[bool, object] = {}
+_KERNELS: dict[tuple[bool, bool], object] = {}
 
 
 def interpreter_active() -> bool:
@@ -231,8 +283,9 @@ def interpreter_active() -> bool:
     return HAVE_TRITON and bool(triton.knobs.runtime.interpret)
 
 
-def kernel(interpret: bool | None = None):
-    """The kernel as a Triton JIT function (GPU, AOT) or an interpreted one (CPU)."""
+def kernel(interpret: bool | None = None, cosine: bool = False):
+    """The kernel as a Triton JIT function (GPU, AOT) or an interpreted one (CPU);
+    ``cosine``: Swin V2's, which takes the logit-scale pointer after ``pad``."""
     if not HAVE_TRITON:
         raise MissingDependencyError("the fused kernel needs Triton: pip install 'swinedge[kernel]'")
     if interpret is None:
@@ -241,16 +294,18 @@ def kernel(interpret: bool | None = None):
         raise SwinedgeError("the Triton interpreter needs TRITON_INTERPRET=1 set before Triton is imported")
     if not interpret and interpreter_active():
         raise SwinedgeError("this process runs Triton interpreted (TRITON_INTERPRET=1): compile kernels in another process")
-    if interpret not in _KERNELS:
+    key = (interpret, cosine)
+    if key not in _KERNELS:
+        fn = _cosine_kernel if cosine else _kernel
         if interpret:
             from triton.runtime.interpreter import InterpretedFunction
 
-            _KERNELS[interpret] = InterpretedFunction(_kernel)
+            _KERNELS[key] = InterpretedFunction(fn)
         else:
             from triton.runtime.jit import JITFunction
 
-            _KERNELS[interpret] = JITFunction(_kernel)
-    return _KERNELS[interpret]
+            _KERNELS[key] = JITFunction(fn)
+    return _KERNELS[key]
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:
@@ -265,11 +320,13 @@ def window_attention_triton(
     pad_qkv: torch.Tensor | None,
     geometry: WindowGeometry,
     *,
+    logit_scale: torch.Tensor | None = None,
     interpret: bool | None = None,
 ) -> torch.Tensor:
     """Launch the fused kernel: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` (same dtype).
 
-    ``table``: :func:`swinedge.ops.attention_table.attention_table` of the block's bias."""
+    ``table``: :func:`swinedge.ops.attention_table.attention_table` of the block's bias.
+    ``logit_scale``: ``[heads]``, for a cosine (Swin V2) geometry only."""
     g = geometry
     check_geometry(g, qkv.dtype)
     expected = (g.height * g.width, 3 * g.dim)
@@ -279,6 +336,10 @@ def window_attention_triton(
         raise SwinedgeError(f"table must be {list(table_shape(g))} for this geometry, got {list(table.shape)}")
     if pad_qkv is not None and tuple(pad_qkv.shape) != (3 * g.dim,):
         raise SwinedgeError(f"pad_qkv must be [{3 * g.dim}], got {list(pad_qkv.shape)}")
+    if g.cosine != (logit_scale is not None):
+        raise SwinedgeError("a cosine geometry needs logit_scale [heads], and only a cosine geometry takes one")
+    if logit_scale is not None and logit_scale.numel() != g.num_heads:
+        raise SwinedgeError(f"logit_scale must have {g.num_heads} values, got {logit_scale.numel()}")
     if interpret is None:
         interpret = interpreter_active()
     if not qkv.is_cuda and not interpret:
@@ -292,7 +353,10 @@ def window_attention_triton(
     if qkv.shape[0] == 0:
         return out
     cfg = launch_config(g)
-    kern = kernel(interpret)
+    kern = kernel(interpret, cosine=g.cosine)
     consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=qkv.dtype == torch.float32)
-    kern[cfg.grid(g, qkv.shape[0])](qkv, table, pad, out, **consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    buffers = [qkv, table, pad]
+    if g.cosine:
+        buffers.append(_aligned(logit_scale.to(device=qkv.device, dtype=torch.float32).reshape(-1).contiguous()))
+    kern[cfg.grid(g, qkv.shape[0])](*buffers, out, **consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out

@@ -7,6 +7,10 @@ between (cyclic shift, padding, window partition, bias, shift mask, softmax, P.V
 window reverse, reverse shift) is the core; the qkv and proj Linears stay outside,
 so a backend can fuse the core into one kernel and leave the GEMMs alone.
 
+Swin V2's core (``geometry.cosine``) differs only in its scores: q and k are
+L2-normalised per head and their product is multiplied by a per-head logit scale
+(already clamped and exponentiated), instead of scaling q by ``head_dim ** -0.5``.
+
 Padding follows timm: after the cyclic shift the token grid is zero-padded at the
 bottom/right to a window multiple *before* the qkv projection, so padded tokens carry
 ``q, k, v = qkv_bias`` and take part in attention as keys. Since the projection is
@@ -34,6 +38,7 @@ class WindowGeometry:
     shift: int
     num_heads: int
     head_dim: int
+    cosine: bool = False  # Swin V2: scaled cosine attention
 
     @property
     def padded_height(self) -> int:
@@ -153,12 +158,19 @@ def reverse_windows(out: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
     return out.reshape(-1, g.height * g.width, g.dim)
 
 
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """``F.normalize`` over the last dim, written out (same eps): its ``expand_as`` would
+    put Shape ops in an exported graph."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 def window_attention_reference(
     qkv: torch.Tensor,
     bias: torch.Tensor,
     pad_qkv: torch.Tensor | None,
     geometry: WindowGeometry,
     mask: torch.Tensor | None = None,
+    logit_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Plain-torch shifted-window attention core.
 
@@ -169,6 +181,8 @@ def window_attention_reference(
             for zeros. Only used when H or W is not a multiple of the window.
         geometry: the block's static geometry.
         mask: precomputed ``[nW, N, N]`` shift mask; computed when None and shift > 0.
+        logit_scale: cosine attention only, the per-head multiplier of the cosine
+            similarities (``[heads]`` or ``[heads, 1, 1]``, clamped and exponentiated).
 
     Returns:
         ``[B, H*W, C]`` attention output (before the output projection).
@@ -176,7 +190,13 @@ def window_attention_reference(
     g = geometry
     n = g.tokens_per_window
     q, k, v = partition_qkv(qkv, pad_qkv, g)
-    attn = (q * g.scale) @ k.transpose(-2, -1)
+    if g.cosine:
+        if logit_scale is None:
+            raise ValueError("cosine attention needs the per-head logit scale")
+        attn = l2_normalize(q) @ l2_normalize(k).transpose(-2, -1)
+        attn = attn * logit_scale.reshape(g.num_heads, 1, 1).to(attn.dtype)
+    else:
+        attn = (q * g.scale) @ k.transpose(-2, -1)
     attn = attn + bias.to(attn.dtype).unsqueeze(0)
     if g.shift:
         if mask is None:

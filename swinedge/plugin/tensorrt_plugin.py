@@ -1,4 +1,5 @@
-"""``swinedge::SwinWindowAttention`` as a TensorRT quickly deployable plugin (AOT).
+"""``swinedge::SwinWindowAttention`` (and Swin V2's ``swinedge::SwinV2WindowAttention``)
+as TensorRT quickly deployable plugins (AOT).
 
 Importing this module registers the plugin with TensorRT's ``tensorrt.plugin``. The AOT
 implementation compiles the Triton kernel to PTX for the build GPU's architecture and the
@@ -27,10 +28,11 @@ import tensorrt as trt
 import tensorrt.plugin as trtp
 
 from swinedge.ops.aot import compile_window_attention, plugin_io_error
-from swinedge.ops.onnx_plugin import PLUGIN_NAME, PLUGIN_NAMESPACE
+from swinedge.ops.onnx_plugin import COSINE_PLUGIN_NAME, PLUGIN_NAME, PLUGIN_NAMESPACE
 from swinedge.ops.window_attention import WindowGeometry
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{PLUGIN_NAME}"
+COSINE_PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{COSINE_PLUGIN_NAME}"
 _TRT_TO_DTYPE = {trt.float16: "float16", trt.float32: "float32", trt.bfloat16: "bfloat16"}
 _TARGET_CC: Optional[int] = None
 
@@ -58,6 +60,41 @@ def _scalar(attr: npt.NDArray[np.int32]) -> int:
     return int(np.asarray(attr).reshape(-1)[0])
 
 
+def _output_desc(qkv: trtp.TensorDesc, height, width, num_heads, head_dim) -> trtp.TensorDesc:
+    # [B, H*W, 3C] -> [B, H*W, C], same dtype as qkv.
+    tokens = _scalar(height) * _scalar(width)
+    channels = _scalar(num_heads) * _scalar(head_dim)
+    return trtp.from_shape_expr((qkv.shape_expr[0], tokens, channels), dtype=qkv.dtype)
+
+
+def _aot_kernel(g: WindowGeometry, plugin_id: str, qkv, table, pad_qkv, logit_scale, outputs):
+    problem = plugin_io_error(
+        _dtype_name(qkv.dtype),
+        _dtype_name(table.dtype),
+        _dtype_name(pad_qkv.dtype),
+        _dtype_name(outputs[0].dtype),
+        None if logit_scale is None else _dtype_name(logit_scale.dtype),
+    )
+    if problem:
+        # Raised inside TensorRT's build: the message reaches the user through its log.
+        raise ValueError(f"{plugin_id} {g}: {problem}")
+    kernel = compile_window_attention(g, compute_capability=_compute_capability(), dtype=_dtype_name(qkv.dtype))
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = qkv.shape_expr[0] * kernel.grid_per_image
+    launch.grid_y = kernel.grid_y
+    launch.grid_z = 1
+    launch.block_x = kernel.block_x
+    launch.block_y = 1
+    launch.block_z = 1
+    launch.shared_mem = kernel.shared_mem
+    # Every size but the batch is a compile-time constant: no extra scalar arguments.
+    return kernel.name, kernel.ptx, launch, trtp.SymIntExprs(0)
+
+
+def _geometry(height, width, window, shift, num_heads, head_dim, cosine: bool) -> WindowGeometry:
+    return WindowGeometry(*(_scalar(a) for a in (height, width, window, shift, num_heads, head_dim)), cosine)
+
+
 @trtp.register(PLUGIN_ID)
 def _window_attention_desc(
     qkv: trtp.TensorDesc,
@@ -70,10 +107,7 @@ def _window_attention_desc(
     num_heads: npt.NDArray[np.int32],
     head_dim: npt.NDArray[np.int32],
 ) -> trtp.TensorDesc:
-    # [B, H*W, 3C] -> [B, H*W, C], same dtype as qkv.
-    tokens = _scalar(height) * _scalar(width)
-    channels = _scalar(num_heads) * _scalar(head_dim)
-    return trtp.from_shape_expr((qkv.shape_expr[0], tokens, channels), dtype=qkv.dtype)
+    return _output_desc(qkv, height, width, num_heads, head_dim)
 
 
 # NVIDIA's AOT path passes every registered attribute positionally, in the order above:
@@ -92,21 +126,40 @@ def _window_attention_aot(
     outputs: Tuple[trtp.TensorDesc],
     tactic: int,
 ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
-    g = WindowGeometry(*(_scalar(a) for a in (height, width, window, shift, num_heads, head_dim)))
-    problem = plugin_io_error(
-        _dtype_name(qkv.dtype), _dtype_name(table.dtype), _dtype_name(pad_qkv.dtype), _dtype_name(outputs[0].dtype)
-    )
-    if problem:
-        # Raised inside TensorRT's build: the message reaches the user through its log.
-        raise ValueError(f"{PLUGIN_ID} {g}: {problem}")
-    kernel = compile_window_attention(g, compute_capability=_compute_capability(), dtype=_dtype_name(qkv.dtype))
-    launch = trtp.KernelLaunchParams()
-    launch.grid_x = qkv.shape_expr[0] * kernel.grid_per_image
-    launch.grid_y = kernel.grid_y
-    launch.grid_z = 1
-    launch.block_x = kernel.block_x
-    launch.block_y = 1
-    launch.block_z = 1
-    launch.shared_mem = kernel.shared_mem
-    # Every size but the batch is a compile-time constant: no extra scalar arguments.
-    return kernel.name, kernel.ptx, launch, trtp.SymIntExprs(0)
+    g = _geometry(height, width, window, shift, num_heads, head_dim, False)
+    return _aot_kernel(g, PLUGIN_ID, qkv, table, pad_qkv, None, outputs)
+
+
+@trtp.register(COSINE_PLUGIN_ID)
+def _cosine_window_attention_desc(
+    qkv: trtp.TensorDesc,
+    table: trtp.TensorDesc,
+    pad_qkv: trtp.TensorDesc,
+    logit_scale: trtp.TensorDesc,
+    height: npt.NDArray[np.int32],
+    width: npt.NDArray[np.int32],
+    window: npt.NDArray[np.int32],
+    shift: npt.NDArray[np.int32],
+    num_heads: npt.NDArray[np.int32],
+    head_dim: npt.NDArray[np.int32],
+) -> trtp.TensorDesc:
+    return _output_desc(qkv, height, width, num_heads, head_dim)
+
+
+@trtp.aot_impl(COSINE_PLUGIN_ID)
+def _cosine_window_attention_aot(
+    qkv: trtp.TensorDesc,
+    table: trtp.TensorDesc,
+    pad_qkv: trtp.TensorDesc,
+    logit_scale: trtp.TensorDesc,
+    height: npt.NDArray[np.int32],
+    width: npt.NDArray[np.int32],
+    window: npt.NDArray[np.int32],
+    shift: npt.NDArray[np.int32],
+    num_heads: npt.NDArray[np.int32],
+    head_dim: npt.NDArray[np.int32],
+    outputs: Tuple[trtp.TensorDesc],
+    tactic: int,
+) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
+    g = _geometry(height, width, window, shift, num_heads, head_dim, True)
+    return _aot_kernel(g, COSINE_PLUGIN_ID, qkv, table, pad_qkv, logit_scale, outputs)
