@@ -3,8 +3,8 @@
     python -m swinedge.benchmarks.kernel_report [--cc 80,87,89,90] [--dtype float16]
         [--models swin_t,...] [--json FILE] [--check]
 
-For every attention geometry of the Swin V1 variants (shifted and not, plus padded
-sizes) it compiles the AOT PTX the plugin returns (:func:`swinedge.ops.aot.compile_window_attention`),
+For every attention geometry of the Swin V1 and V2 variants (shifted and not, plus
+padded sizes; V2's cosine kernel for V2) it compiles the AOT PTX the plugin returns (:func:`swinedge.ops.aot.compile_window_attention`),
 assembles it with Triton's bundled ``ptxas -v`` (registers, spills, shared memory) and
 reads it back with ``cuobjdump -sass``: SASS instructions per thread (straight-line code
 plus loop bodies times their trip count: an upper bound when the compiler peels an
@@ -63,11 +63,31 @@ VARIANTS = {
     "swin_b_384": (384, 4, 12, 128, (2, 2, 18, 2), (4, 8, 16, 32)),
     "swin_l_384": (384, 4, 12, 192, (2, 2, 18, 2), (6, 12, 24, 48)),
 }
+# Swin V2 variants (cosine attention), by timm's names: windows 8, 12, 16 and 24.
+V2_VARIANTS = {
+    "swinv2_t": "swinv2_tiny_window8_256",
+    "swinv2_t_w16": "swinv2_tiny_window16_256",
+    "swinv2_b": "swinv2_base_window8_256",
+    "swinv2_b_w16": "swinv2_base_window16_256",
+    "swinv2_b_192": "swinv2_base_window12_192",
+    "swinv2_b_384": "swinv2_base_window12to24_192to384",
+    "swinv2_l_384": "swinv2_large_window12to24_192to384",
+}
+MODELS = (*VARIANTS, *V2_VARIANTS)
 # Sizes that are not a window multiple (padding inside the kernel).
 PADDED = [WindowGeometry(10, 10, 7, 3, 3, 32), WindowGeometry(30, 30, 12, 6, 4, 32)]
 
 
 def variant_geometries(name: str) -> list[WindowGeometry]:
+    if name in V2_VARIANTS:
+        from swinedge.models.swin_v2 import SWINV2_SPECS
+
+        out: list[WindowGeometry] = []
+        for stage in SWINV2_SPECS[V2_VARIANTS[name]].config.stage_geometries():
+            for g in stage:
+                if g not in out:
+                    out.append(g)
+        return out
     img, patch, window, dim, depths, heads = VARIANTS[name]
     out, res = [], img // patch
     for i, (depth, h) in enumerate(zip(depths, heads)):
@@ -229,7 +249,8 @@ def analyze(g: WindowGeometry, cc: int, dtype: str = "float16") -> KernelStats:
 
 
 def _label(g: dict) -> str:
-    return f"{g['height']}x{g['width']} w{g['window']} s{g['shift']} h{g['num_heads']} d{g['head_dim']}"
+    cosine = " cos" if g.get("cosine") else ""
+    return f"{g['height']}x{g['width']} w{g['window']} s{g['shift']} h{g['num_heads']} d{g['head_dim']}{cosine}"
 
 
 # -- the limits of issue #9 (fp16, AOT build) ---------------------------------------------------
@@ -270,12 +291,12 @@ def check(stats: list[KernelStats]) -> list[str]:
 
 
 def table(stats: list[KernelStats]) -> str:
-    head = f"{'geometry':<24} {'dtype':<8} {'sm':>3} {'regs':>4} {'spill':>5} {'smem':>6} {'occ':>5} {'SASS/thr':>8} {'warp-instr/(win,head)':>21} {'L2 KB':>6} {'LDG.128':>7} {'STG.128':>7} {'model':>12}"
+    head = f"{'geometry':<28} {'dtype':<8} {'sm':>3} {'regs':>4} {'spill':>5} {'smem':>6} {'occ':>5} {'SASS/thr':>8} {'warp-instr/(win,head)':>21} {'L2 KB':>6} {'LDG.128':>7} {'STG.128':>7} {'model':>12}"
     rows = [head, "-" * len(head)]
     for s in stats:
         model = f"{s.model['roofline_fraction'] * 100:.0f}% {s.model['gpu'].split()[0]}" if s.model else "-"
         rows.append(
-            f"{_label(s.geometry):<24} {s.dtype:<8} {s.cc:>3} {s.registers:>4} {s.spill_stores + s.spill_loads:>5} {s.shared_mem:>6} "
+            f"{_label(s.geometry):<28} {s.dtype:<8} {s.cc:>3} {s.registers:>4} {s.spill_stores + s.spill_loads:>5} {s.shared_mem:>6} "
             f"{s.occupancy:>5.2f} {s.sass_per_thread:>8} {s.warp_instructions_per_window_head:>21} {s.l2_bytes_per_window_head / 1024:>6.0f} "
             f"{s.loads.get('LDG.E.128', 0):>7} {s.stores.get('STG.E.128', 0):>7} {model:>12}"
         )
@@ -286,15 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cc", default="80,87,89,90", help="compute capabilities, comma-separated")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
-    ap.add_argument("--models", default=",".join(VARIANTS), help=f"any of {', '.join(VARIANTS)}")
+    ap.add_argument("--models", default=",".join(VARIANTS), help=f"any of {', '.join(MODELS)}")
     ap.add_argument("--no-padded", action="store_true", help="leave out the padded sizes")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--check", action="store_true", help="exit 1 when a limit of issue #9 is broken")
     a = ap.parse_args(argv)
     geometries: list[WindowGeometry] = []
     for name in a.models.split(","):
-        if name not in VARIANTS:
-            print(f"error: unknown model '{name}' (one of {', '.join(VARIANTS)})", file=sys.stderr)
+        if name not in MODELS:
+            print(f"error: unknown model '{name}' (one of {', '.join(MODELS)})", file=sys.stderr)
             return 2
         geometries += [g for g in variant_geometries(name) if g not in geometries]
     if not a.no_padded:
