@@ -140,7 +140,7 @@ def export_onnx(
             opset=opset,
             input={"name": INPUT_NAME, "shape": ["batch" if static_batch is None else static_batch, cfg.in_chans, cfg.img_size, cfg.img_size]},
             output={"name": OUTPUT_NAME, "classes": cfg.num_classes},
-            preprocess=preprocess_spec(cfg.img_size),
+            preprocess=preprocess_spec(cfg.img_size, info.get("model")),
             parity={"runtime": "onnxruntime-cpu", "batch": n, "max_abs_err": max_abs},
         )
     manifest = pending.manifest
@@ -171,14 +171,26 @@ def remove_identity_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def preprocess_spec(img_size: int) -> dict[str, Any]:
-    """timm's eval transform for ImageNet-trained Swin."""
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def preprocess_spec(img_size: int, model: str | None = None) -> dict[str, Any]:
+    """The eval transform of ``model``'s weights: bicubic resize of the short side, center
+    crop, normalise. Swin V1: Microsoft's (ImageNet mean/std, crop 0.875); Swin V2, ViT,
+    DeiT and MAE: what timm serves under the name (AugReg ViTs take mean = std = 0.5;
+    crop 0.9, none at 384). Unknown names (custom models) get Swin V1's."""
+    from swinedge.models.checkpoint import find_spec
+
+    spec = find_spec(model) if model else None
+    transform = getattr(spec, "eval_transform", None) or {}
+    crop_pct = float(transform.get("crop_pct", 0.875))
     return {
-        "resize": math.floor(img_size / 0.875),
+        "resize": img_size if crop_pct >= 1.0 else math.floor(img_size / crop_pct),
         "crop": img_size,
         "interpolation": "bicubic",
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
+        "mean": list(transform.get("mean", IMAGENET_MEAN)),
+        "std": list(transform.get("std", IMAGENET_STD)),
     }
 
 

@@ -209,3 +209,38 @@ def test_logits_equal_timm(name: str) -> None:
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name,resize,mean,std",
+    [
+        # timm 1.0.31's default tags: AugReg ViT (mean = std = 0.5, crop 0.9; 384: no crop),
+        # DeiT and MAE (ImageNet statistics, crop 0.9), Swin V2 (crop 0.9; 384: none);
+        # Swin V1 keeps Microsoft's eval transform (256 for 224, crop 0.875).
+        ("vit_tiny_patch16_224", 248, [0.5] * 3, [0.5] * 3),
+        ("vit_base_patch16_384", 384, [0.5] * 3, [0.5] * 3),
+        ("deit_base_distilled_patch16_224", 248, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ("vit_base_patch16_224_mae", 248, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ("swinv2_tiny_window8_256", 284, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ("swinv2_base_window12to24_192to384", 384, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ("swin_tiny_patch4_window7_224", 256, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ],
+)
+def test_each_variant_carries_the_preprocessing_of_its_weights(name: str, resize: int, mean: list, std: list) -> None:
+    from swinedge.export import preprocess_spec
+    from swinedge.models.checkpoint import get_spec
+    from swinedge.runners.torch_runner import TorchRunner
+
+    img = get_spec(name).config.img_size
+    spec = preprocess_spec(img, name)
+    assert (spec["resize"], spec["crop"], spec["mean"], spec["std"]) == (resize, img, mean, std)
+    if img <= 224 and "base" not in name:  # the runner reports it too (what verify reads images with)
+        with TorchRunner(name) as runner:
+            assert runner.input_spec["preprocess"] == spec
+
+
+def test_augreg_vit_export_records_its_preprocessing(tmp_path) -> None:
+    r = runner.invoke(app, ["export", "vit_tiny_patch16_224", "--out", str(tmp_path / "v.onnx")])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "v.onnx.json").read_text())
+    assert manifest["preprocess"]["mean"] == [0.5, 0.5, 0.5] and manifest["preprocess"]["resize"] == 248

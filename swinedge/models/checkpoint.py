@@ -203,6 +203,11 @@ def get_spec(name: str) -> Any:
     return spec
 
 
+def find_spec(name: str) -> Any | None:
+    """The variant called ``name`` of any family, or None."""
+    return MODEL_SPECS.get(name) or SWINV2_SPECS.get(name) or VIT_SPECS.get(name)
+
+
 def config_from_dict(d: dict[str, Any]) -> Config:
     """A saved model config of either family (Swin configs carry no family key)."""
     family = d.get("family") if isinstance(d, dict) else None

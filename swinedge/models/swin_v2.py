@@ -69,10 +69,14 @@ class SwinV2Spec:
     config: SwinV2Config
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # timm's eval transform for these weights: ImageNet mean/std, crop 0.9 (none at 384).
+    eval_transform: dict[str, Any] = field(default_factory=dict)
 
 
 def _spec(name: str, desc: str, **kw: Any) -> SwinV2Spec:
-    return SwinV2Spec(name, SwinV2Config(**kw), desc)
+    config = SwinV2Config(**kw)
+    transform = {} if name.startswith(("swinv2_nano", "swinv2_micro")) else {"crop_pct": 1.0 if config.img_size >= 384 else 0.9}
+    return SwinV2Spec(name, config, desc, eval_transform=transform)
 
 
 _S = dict(depths=(2, 2, 18, 2))

@@ -9,7 +9,7 @@ there is no windowed plugin: TensorRT runs its own attention path on the exporte
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -89,10 +89,20 @@ class ViTSpec:
     name: str
     config: ViTConfig
     description: str = ""
+    # The eval transform of the weights timm serves under this name, where it differs
+    # from ImageNet's mean/std with a 0.875 crop (see swinedge.export.preprocess_spec).
+    eval_transform: dict[str, Any] = field(default_factory=dict)
 
 
-def _spec(name: str, desc: str, **kw: Any) -> ViTSpec:
-    return ViTSpec(name, ViTConfig(**kw), desc)
+def _spec(name: str, desc: str, transform: dict[str, Any] | None = None, **kw: Any) -> ViTSpec:
+    return ViTSpec(name, ViTConfig(**kw), desc, dict(transform or {}))
+
+
+# timm's default tags: AugReg ViTs were trained on [-1, 1] inputs (mean = std = 0.5);
+# DeiT and MAE use ImageNet's mean/std; all crop 0.9 at 224 and nothing at 384.
+_AUGREG = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 0.9}
+_AUGREG_384 = {**_AUGREG, "crop_pct": 1.0}
+_IMAGENET_09 = {"crop_pct": 0.9}
 
 
 _TINY = dict(embed_dim=192, num_heads=3)
@@ -103,16 +113,16 @@ _LARGE = dict(embed_dim=1024, depth=24, num_heads=16)
 VIT_SPECS: dict[str, ViTSpec] = {
     s.name: s
     for s in [
-        _spec("vit_tiny_patch16_224", "ViT-Ti/16", **_TINY),
-        _spec("vit_small_patch16_224", "ViT-S/16", **_SMALL),
-        _spec("vit_base_patch16_224", "ViT-B/16"),
-        _spec("vit_large_patch16_224", "ViT-L/16", **_LARGE),
-        _spec("vit_base_patch16_384", "ViT-B/16 384", img_size=384),
-        _spec("deit_tiny_patch16_224", "DeiT-Ti", **_TINY),
-        _spec("deit_small_patch16_224", "DeiT-S", **_SMALL),
-        _spec("deit_base_patch16_224", "DeiT-B"),
-        _spec("deit_base_distilled_patch16_224", "DeiT-B distilled (heads averaged)", distilled=True),
-        _spec("vit_base_patch16_224_mae", "ViT-B/16, MAE fine-tuning layout (average pool + fc_norm)", global_pool="avg", fc_norm=True),
+        _spec("vit_tiny_patch16_224", "ViT-Ti/16", _AUGREG, **_TINY),
+        _spec("vit_small_patch16_224", "ViT-S/16", _AUGREG, **_SMALL),
+        _spec("vit_base_patch16_224", "ViT-B/16", _AUGREG),
+        _spec("vit_large_patch16_224", "ViT-L/16", _AUGREG, **_LARGE),
+        _spec("vit_base_patch16_384", "ViT-B/16 384", _AUGREG_384, img_size=384),
+        _spec("deit_tiny_patch16_224", "DeiT-Ti", _IMAGENET_09, **_TINY),
+        _spec("deit_small_patch16_224", "DeiT-S", _IMAGENET_09, **_SMALL),
+        _spec("deit_base_patch16_224", "DeiT-B", _IMAGENET_09),
+        _spec("deit_base_distilled_patch16_224", "DeiT-B distilled (heads averaged)", _IMAGENET_09, distilled=True),
+        _spec("vit_base_patch16_224_mae", "ViT-B/16, MAE fine-tuning layout (average pool + fc_norm)", _IMAGENET_09, global_pool="avg", fc_norm=True),
         # Tests and the digits task: two of each block, small enough for a CPU.
         _spec("vit_micro_patch8_64", "ViT micro (tests)", img_size=64, patch_size=8, embed_dim=64, depth=2, num_heads=2),
         _spec("vit_nano_patch4_32", "ViT nano (digits)", img_size=32, patch_size=4, embed_dim=64, depth=4, num_heads=4, num_classes=10),

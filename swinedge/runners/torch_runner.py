@@ -63,7 +63,7 @@ class TorchRunner(Runner):
             return {}
         from swinedge.export import preprocess_spec
 
-        return {"img_size": cfg.img_size, "in_chans": cfg.in_chans, "num_classes": cfg.num_classes, "preprocess": preprocess_spec(cfg.img_size)}
+        return {"img_size": cfg.img_size, "in_chans": cfg.in_chans, "num_classes": cfg.num_classes, "preprocess": preprocess_spec(cfg.img_size, self.info.get("model"))}
 
     def close(self) -> None:
         self.model = None
