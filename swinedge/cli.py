@@ -342,6 +342,15 @@ def quantize(
     quantize_patch_embed: bool = typer.Option(False, "--quantize-patch-embed", help="Also quantize the patch-embedding conv."),
     quantize_head: bool = typer.Option(False, "--quantize-head", help="Also quantize the classifier head."),
     quantize_attention_matmuls: bool = typer.Option(False, "--quantize-attention-matmuls", help="Also quantize q.k^T and P.V."),
+    quantize_residual: bool = typer.Option(
+        False, "--quantize-residual", help="Also quantize the residual Adds (faster, riskier): the graph is written only if it passes the gate."
+    ),
+    gate_data: Optional[str] = typer.Option(
+        None, "--gate-data", help="Gate the result against the FP32 graph on these images (default with --quantize-residual: the --calib source, other picks)."
+    ),
+    gate_size: int = typer.Option(64, "--gate-size", help="Images the gate compares on."),
+    max_top1_drop: float = typer.Option(MAX_TOP1_DROP, "--max-top1-drop", help="Gate: fail when labelled top-1 drops by more points."),
+    min_cosine: float = typer.Option(MIN_COSINE, "--min-cosine", help="Gate: fail when the mean logit cosine is lower."),
     high_precision_dtype: str = typer.Option("fp16", "--high-precision-dtype", help="fp16 for TensorRT graphs, fp32 for CPU verification graphs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration subset."),
     resize: Optional[int] = RESIZE_OPTION,
@@ -364,22 +373,47 @@ def quantize(
         quantize_patch_embed=quantize_patch_embed,
         quantize_head=quantize_head,
         quantize_attention_matmuls=quantize_attention_matmuls,
+        quantize_residual=quantize_residual,
         high_precision_dtype=high_precision_dtype,
     )
     opts.validate()
+    gate = None
+    if quantize_residual or gate_data is not None:
+        from swinedge.guard import Gate
+
+        gate = Gate(data=gate_data, size=gate_size, max_top1_drop=max_top1_drop, min_cosine=min_cosine)
+        gate.validate()
     from swinedge.export import load_onnx
 
     check_output(onnx_path, out_path, opts)
     load_onnx(onnx_path)
     with err.status("listing calibration images"):
         images = calibration_set_for(onnx_path, calib, calib_size, seed, warn, preprocess_overrides(resize, interpolation, mean, std))
-    with progress_bar(f"calibrating {precision} ({method})", len(images)) as advance:
-        r = quantize_onnx(onnx_path, out_path, opts, images=images, on_batch=advance, warn=warn)
+    figures = None
+    if gate is None:
+        with progress_bar(f"calibrating {precision} ({method})", len(images)) as advance:
+            r = quantize_onnx(onnx_path, out_path, opts, images=images, on_batch=advance, warn=warn)
+    else:
+        from swinedge.guard import gated_quantize
+
+        with ProgressReport(f"calibrating {precision} ({method})", len(images)) as progress:
+            r, figures = gated_quantize(
+                onnx_path, out_path, opts, gate, images=images, on_batch=progress.advance, warn=warn,
+                on_gate_start=lambda n: progress.step("gate: comparing with the FP32 graph", n), on_gate_batch=progress.advance,
+            )  # fmt: skip
     if as_json:
         print_json(
-            {"onnx": str(r.onnx_path), "manifest": str(r.manifest_path), "seconds": r.seconds, "calibration": r.calibration, "peak_memory_mb": r.peak_memory_mb}
+            {"onnx": str(r.onnx_path), "manifest": str(r.manifest_path), "seconds": r.seconds, "calibration": r.calibration, "peak_memory_mb": r.peak_memory_mb, "gate": figures}
         )
     else:
+        if figures is not None:
+            drop = "" if figures["top1_drop"] is None else f", top-1 drop {figures['top1_drop']:.2f} points"
+            out.print(
+                f"gate passed on {figures['data'].get('count', '?')} images: top-1 agreement {figures['top1_agreement']:.1f} %, "
+                f"mean cosine {figures['cosine_mean']:.5f}{drop}",
+                highlight=False,
+                markup=False,
+            )
         peak = f", peak memory {r.peak_memory_mb / 1024:.1f} GiB" if r.peak_memory_mb else ""
         out.print(
             f"wrote {r.onnx_path} ({precision}, {r.calibration['count']} calibration images in batches of {r.calibration['batch']}, "

@@ -51,6 +51,8 @@ class QuantizeOptions:
     quantize_patch_embed: bool = False
     quantize_head: bool = False
     quantize_attention_matmuls: bool = False
+    # The residual Adds quantized too: faster, riskier (swinedge.guard gates it).
+    quantize_residual: bool = False
     high_precision_dtype: str = "fp16"
     calib_batch: int | None = None  # None: DEFAULT_CALIB_BATCH of the precision
 
@@ -69,6 +71,10 @@ class QuantizeOptions:
             )
         if not 1 <= self.batch <= MAX_CALIB_BATCH:
             raise SwinedgeError(f"--calib-batch must be 1..{MAX_CALIB_BATCH}, got {self.batch} (peak memory grows with it)")
+        if self.quantize_residual and self.precision == "fp16":
+            raise SwinedgeError("--quantize-residual places INT8/FP8 Q/DQ; an fp16 graph has none to place")
+        if self.quantize_residual and self.keep_high_precision is not None and "Add" in self.keep_high_precision:
+            raise SwinedgeError("--quantize-residual quantizes the Adds that --keep-high-precision keeps: drop one of them")
 
     @property
     def batch(self) -> int:
@@ -79,7 +85,11 @@ class QuantizeOptions:
     def kept_op_types(self) -> tuple[str, ...]:
         if self.keep_high_precision is not None:
             return self.keep_high_precision
-        return DEFAULT_KEEP_FP32_FOR_FP16 if self.precision == "fp16" else DEFAULT_KEEP_HIGH_PRECISION
+        if self.precision == "fp16":
+            return DEFAULT_KEEP_FP32_FOR_FP16
+        if self.quantize_residual:
+            return tuple(t for t in DEFAULT_KEEP_HIGH_PRECISION if t != "Add")
+        return DEFAULT_KEEP_HIGH_PRECISION
 
 
 # Calibration streams its images a batch at a time, so the count bounds time, not memory;
@@ -327,6 +337,7 @@ def quantize_onnx(
                 "quantize_patch_embed": opts.quantize_patch_embed,
                 "quantize_head": opts.quantize_head,
                 "quantize_attention_matmuls": opts.quantize_attention_matmuls,
+                "quantize_residual": opts.quantize_residual,
                 "high_precision_dtype": opts.high_precision_dtype if opts.precision != "fp16" else "fp16",
                 "calibration": calibration,
                 "seconds": round(seconds, 2),

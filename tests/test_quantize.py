@@ -172,3 +172,40 @@ def test_cli_preprocessing_overrides(fp32: Path, tmp_path: Path) -> None:
         r = runner.invoke(app, ["quantize", str(fp32), "--out", str(tmp_path / "x.onnx"), *extra])
         assert fragment in one_line_error(r), extra
     assert not (tmp_path / "x.onnx").exists()
+
+
+# -- --quantize-residual: written only through the gate ------------------------------------------------
+@pytest.fixture(scope="module")
+def vit_micro_onnx(tmp_path_factory) -> Path:
+    return export_onnx("vit_micro_patch8_64", tmp_path_factory.mktemp("vit") / "v.onnx").onnx_path
+
+
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        (["--precision", "fp16"], "an fp16 graph has none to place"),
+        (["--keep-high-precision", "Add,Softmax"], "quantizes the Adds that --keep-high-precision keeps"),
+        (["--gate-size", "0"], "--size must be 1.."),
+        (["--min-cosine", "nan"], "--min-cosine must be -1..1"),
+        (["--gate-data", str(Path("/nonexistent/images"))], "--gate-data"),
+    ],
+)
+def test_quantize_residual_options_are_checked_before_work(vit_micro_onnx: Path, tmp_path: Path, extra: list, fragment: str) -> None:
+    r = runner.invoke(app, ["quantize", str(vit_micro_onnx), "--quantize-residual", *extra, "--out", str(tmp_path / "q.onnx")])
+    assert r.exit_code != 0 and fragment in one_line_error(r)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_graph_failing_its_gate_is_not_written(vit_micro_onnx: Path, tmp_path: Path) -> None:
+    """Random weights: quantized residual Adds move the logits far from FP32 (cosine well
+    under 0.99 on the bundled photos), so the default gate refuses the graph."""
+    r = runner.invoke(app, ["quantize", str(vit_micro_onnx), "--quantize-residual", "--calib-size", "8", "--gate-size", "16", "--out", str(tmp_path / "q.onnx")])
+    assert r.exit_code != 0 and "fails its gate on 16 images (mean logit cosine" in one_line_error(r)
+    assert not list(tmp_path.iterdir())
+    r = runner.invoke(app, ["quantize", str(vit_micro_onnx), "--quantize-residual", "--calib-size", "8", "--gate-size", "16", "--min-cosine", "0", "--out", str(tmp_path / "q.onnx")])
+    assert r.exit_code == 0, r.output
+    import json
+
+    q = json.loads((tmp_path / "q.onnx.json").read_text())["quantization"]
+    assert q["quantize_residual"] and "Add" not in q["keep_high_precision"]
+    assert q["gate"]["passed"] and q["gate"]["data"]["count"] == 16 and q["gate"]["thresholds"]["min_cosine"] == 0
