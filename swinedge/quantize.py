@@ -308,7 +308,11 @@ def quantize_onnx(
             written = scratch / "quantized.onnx"
             if not written.exists() or written.stat().st_size == 0:
                 raise SwinedgeError("modelopt wrote no output graph; rerun with a smaller --calib-size to see its log")
-            shutil.move(str(written), str(tmp))
+            graph = onnx.load(str(written))
+            if unshared_quantized_inputs(graph, opts.kept_op_types):
+                onnx.save(graph, str(tmp))
+            else:
+                shutil.move(str(written), str(tmp))
         quantized = onnx.load(str(tmp))
         onnx.checker.check_model(quantized)
         seconds = time.perf_counter() - start
@@ -345,6 +349,29 @@ def quantize_onnx(
         )
     manifest = pending.manifest
     return QuantizeResult(out, manifest_path(out), seconds, calibration, manifest, peak_memory_mb())
+
+
+def unshared_quantized_inputs(proto: onnx.ModelProto, kept_op_types: tuple[str, ...]) -> int:
+    """Nodes kept in high precision read the unquantized tensor, not a Q/DQ pair shared
+    with a quantized consumer. Swin V2 is post-norm: the residual stream feeds the qkv
+    and fc1 MatMuls directly, so modelopt's Q/DQ on it also fed the residual Adds, which
+    quantized the residual that ``Add`` in the kept types promises to keep. Returns the
+    inputs rewired (in place)."""
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    inits = {i.name for i in proto.graph.initializer}
+    rewired = 0
+    for node in proto.graph.node:
+        if node.op_type not in kept_op_types:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in inits:
+                source = producer.get(q.input[0])
+                if source is None or source.op_type != "Constant":
+                    node.input[k] = q.input[0]
+                    rewired += 1
+    return rewired
 
 
 def peak_memory_mb() -> float | None:

@@ -182,6 +182,17 @@ def test_export_quantize_verify_through_the_cli(tmp_path: Path) -> None:
     r = runner.invoke(app, ["verify", MICRO, str(tmp_path / "q.onnx"), "--size", "16", "--json"])
     report = json.loads(r.stdout)
     assert report["passed"] and report["cosine_mean"] > 0.999
+    # Post-norm: the residual stream feeds the qkv and fc1 MatMuls directly. Their Q/DQ
+    # must not feed the residual Adds too (the recipe keeps the residual unquantized).
+    q = onnx.load(str(tmp_path / "q.onnx"))
+    producer = {o: n.op_type for n in q.graph.node for o in n.output}
+    nodes = {n.name: n for n in q.graph.node}
+    for i, depth in enumerate((2, 2)):
+        for j in range(depth):
+            block = f"/layers/layers.{i}/blocks/blocks.{j}/"
+            for add in ("Add", "Add_1"):
+                assert "DequantizeLinear" not in [producer.get(x) for x in nodes[block + add].input]
+            assert "DequantizeLinear" in [producer.get(x) for x in nodes[block + "attn/MatMul"].input]
 
 
 def test_plugin_export_and_substitution_run_on_onnx_runtime(tmp_path: Path) -> None:
