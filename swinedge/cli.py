@@ -484,6 +484,55 @@ def print_verify_table(report: Any) -> None:
     out.print(table)
 
 
+@app.command("inspect")
+@user_errors
+def inspect_cmd(
+    reference: Path = typer.Argument(..., help="The FP32 ONNX graph written by `swinedge export`."),
+    candidate: Path = typer.Argument(..., help="A graph made from it: quantize (INT8/FP8/FP16) or a plugin graph."),
+    data: Optional[str] = typer.Option(None, "--data", help="Image folder, manifest, 'default' (bundled photos) or 'digits'."),
+    size: int = typer.Option(16, "--size", help="Images to compare on."),
+    batch: int = typer.Option(4, "--batch", help="Images per step (every layer's output of a batch is held at once)."),
+    top: int = typer.Option(20, "--top", help="Rows of the table, worst first (0: all)."),
+    chart: Optional[Path] = typer.Option(None, "--chart", help="Write a PNG of relative error against depth here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole map as JSON."),
+) -> None:
+    """Per-layer error map: every block's output (and its attention, MLP and merge outputs)
+    of CANDIDATE against the FP32 REFERENCE, by cosine and relative error, worst first."""
+    from swinedge.error_map import error_map, write_chart
+    from swinedge.io import check_output_file, refuse_output_over_input
+
+    if not 0 <= top <= 100_000:
+        raise SwinedgeError(f"--top must be 0..100000, got {top}")
+    if chart is not None:
+        if chart.suffix.lower() != ".png":
+            raise SwinedgeError(f"--chart {chart}: use a file name ending in .png")
+        check_output_file(chart, "--chart")
+        refuse_output_over_input(chart, reference, candidate)
+    with ProgressReport("error map (images)") as progress:
+        emap = error_map(reference, candidate, data=data, size=size, batch=batch, on_start=progress.start, on_batch=progress.advance, warn=warn)
+    if chart is not None:
+        write_chart(emap, chart)
+    if as_json:
+        print_json({**emap.to_dict(), "chart": str(chart) if chart else None})
+        return
+    rows = emap.worst()
+    table = Table(title=f"{candidate} vs {reference}: worst first ({emap.data.get('count')} images)", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("layer", no_wrap=True)
+    for col in ("kind", "depth", "rel err", "cosine", "added"):
+        table.add_column(col, justify="left" if col == "kind" else "right", no_wrap=True)
+    for p in rows[: top or None]:
+        added = "" if p.added is None else f"{p.added:+.1e}"
+        table.add_row(p.point.name, p.point.kind, str(p.point.depth), f"{p.rel_err:.2e}", f"{p.cosine_mean:.5f}", added)
+    out.print(table)
+    if emap.absent:
+        out.print(f"absent from the candidate: {', '.join(emap.absent)}", highlight=False, markup=False)
+    ranking = emap.block_ranking()
+    if ranking:
+        out.print(f"blocks by the error they add: {', '.join(ranking[:8])}{' ...' if len(ranking) > 8 else ''}", highlight=False, markup=False)
+    if chart is not None:
+        out.print(f"wrote {chart}", highlight=False, markup=False)
+
+
 def _int_list(text: str, flag: str, limit: int = 4096) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]

@@ -14,10 +14,13 @@ from swinedge.runners.base import Runner
 class OnnxRuntimeRunner(Runner):
     """ONNX Runtime: CPU provider, or CUDA when asked and present. Runs plugin graphs on CPU."""
 
-    def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: str | Path, *, device: str = "cpu", threads: int | None = None, tensors: tuple[str, ...] = ()):
+        """``tensors``: intermediate tensors to return too (:meth:`infer_tensors`), made
+        graph outputs of the in-memory copy (the file is not touched)."""
         self.path = Path(path)
         self.device = device
         self.threads = threads
+        self.tensors = tuple(tensors)
         self.session = None
         self.manifest: dict[str, Any] = {}
         self.name = "onnxruntime"
@@ -29,6 +32,11 @@ class OnnxRuntimeRunner(Runner):
 
         proto = load_onnx(self.path)
         self.manifest = onnx_info(self.path, proto)
+        if self.tensors:
+            import onnx
+
+            present = {o.name for o in proto.graph.output}
+            proto.graph.output.extend(onnx.ValueInfoProto(name=t) for t in self.tensors if t not in present)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if has_float8(proto):
@@ -72,6 +80,13 @@ class OnnxRuntimeRunner(Runner):
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise SwinedgeError(f"onnxruntime cannot run {self.path} on images of shape {list(batch.shape)}: {first[:200]}") from None
         return np.asarray(out, dtype=np.float32)
+
+    def infer_tensors(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The requested intermediate tensors (float32) for one batch."""
+        assert self.session is not None, "call load() first"
+        inp = self.session.get_inputs()[0]
+        outs = self.session.run(list(self.tensors), {inp.name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return {t: np.asarray(o, dtype=np.float32) for t, o in zip(self.tensors, outs)}
 
     @property
     def input_spec(self) -> dict[str, Any]:
