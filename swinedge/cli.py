@@ -343,14 +343,18 @@ def quantize(
     quantize_head: bool = typer.Option(False, "--quantize-head", help="Also quantize the classifier head."),
     quantize_attention_matmuls: bool = typer.Option(False, "--quantize-attention-matmuls", help="Also quantize q.k^T and P.V."),
     quantize_residual: bool = typer.Option(
-        False, "--quantize-residual", help="Also quantize the residual Adds (faster, riskier): the graph is written only if it passes the gate."
+        False, "--quantize-residual", help="Also quantize the residual Adds (faster, riskier): always guarded."
     ),
-    gate_data: Optional[str] = typer.Option(
-        None, "--gate-data", help="Gate the result against the FP32 graph on these images (default with --quantize-residual: the --calib source, other picks)."
+    aggressive: bool = typer.Option(
+        False, "--aggressive", help="Quantize residual Adds, softmax inputs and attention matmuls too: always guarded."
     ),
-    gate_size: int = typer.Option(64, "--gate-size", help="Images the gate compares on."),
-    max_top1_drop: float = typer.Option(MAX_TOP1_DROP, "--max-top1-drop", help="Gate: fail when labelled top-1 drops by more points."),
-    min_cosine: float = typer.Option(MIN_COSINE, "--min-cosine", help="Gate: fail when the mean logit cosine is lower."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="Guard: images to measure against the FP32 graph (default: the --calib source, other picks)."
+    ),
+    data_size: int = typer.Option(64, "--data-size", help="Guard: images to measure on."),
+    max_top1_drop: Optional[float] = typer.Option(None, "--max-top1-drop", help="Guard: budget of top-1 points lost (labelled --data)."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="Guard: budget as % top-1 agreement with FP32 (no labels needed)."),
+    min_cosine: Optional[float] = typer.Option(None, "--min-cosine", help="Guard: budget as mean logit cosine with FP32."),
     high_precision_dtype: str = typer.Option("fp16", "--high-precision-dtype", help="fp16 for TensorRT graphs, fp32 for CPU verification graphs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the calibration subset."),
     resize: Optional[int] = RESIZE_OPTION,
@@ -372,17 +376,19 @@ def quantize(
         keep_high_precision=None if keep_high_precision is None else _str_list(keep_high_precision),
         quantize_patch_embed=quantize_patch_embed,
         quantize_head=quantize_head,
-        quantize_attention_matmuls=quantize_attention_matmuls,
-        quantize_residual=quantize_residual,
+        quantize_attention_matmuls=quantize_attention_matmuls or aggressive,
+        quantize_residual=quantize_residual or aggressive,
+        quantize_softmax=aggressive,
         high_precision_dtype=high_precision_dtype,
     )
     opts.validate()
-    gate = None
-    if quantize_residual or gate_data is not None:
-        from swinedge.guard import Gate
+    budget = None
+    if quantize_residual or aggressive or data is not None or any(v is not None for v in (max_top1_drop, min_agreement, min_cosine)):
+        from swinedge.guard import Budget
 
-        gate = Gate(data=gate_data, size=gate_size, max_top1_drop=max_top1_drop, min_cosine=min_cosine)
-        gate.validate()
+        budget = Budget(max_top1_drop=max_top1_drop, min_agreement=min_agreement, min_cosine=min_cosine, data=data, size=data_size)
+        budget.validate()
+        budget.check_source(data if data is not None else calib)
     from swinedge.export import load_onnx
 
     check_output(onnx_path, out_path, opts)
@@ -390,30 +396,23 @@ def quantize(
     with err.status("listing calibration images"):
         images = calibration_set_for(onnx_path, calib, calib_size, seed, warn, preprocess_overrides(resize, interpolation, mean, std))
     figures = None
-    if gate is None:
+    if budget is None:
         with progress_bar(f"calibrating {precision} ({method})", len(images)) as advance:
             r = quantize_onnx(onnx_path, out_path, opts, images=images, on_batch=advance, warn=warn)
     else:
-        from swinedge.guard import gated_quantize
+        from swinedge.guard import guarded_quantize
 
         with ProgressReport(f"calibrating {precision} ({method})", len(images)) as progress:
-            r, figures = gated_quantize(
-                onnx_path, out_path, opts, gate, images=images, on_batch=progress.advance, warn=warn,
-                on_gate_start=lambda n: progress.step("gate: comparing with the FP32 graph", n), on_gate_batch=progress.advance,
-            )  # fmt: skip
+            r, figures = guarded_quantize(
+                onnx_path, out_path, opts, budget, images=images, on_step=progress.step, on_batch=progress.advance, warn=warn
+            )
     if as_json:
         print_json(
-            {"onnx": str(r.onnx_path), "manifest": str(r.manifest_path), "seconds": r.seconds, "calibration": r.calibration, "peak_memory_mb": r.peak_memory_mb, "gate": figures}
+            {"onnx": str(r.onnx_path), "manifest": str(r.manifest_path), "seconds": r.seconds, "calibration": r.calibration, "peak_memory_mb": r.peak_memory_mb, "guard": figures}
         )
     else:
         if figures is not None:
-            drop = "" if figures["top1_drop"] is None else f", top-1 drop {figures['top1_drop']:.2f} points"
-            out.print(
-                f"gate passed on {figures['data'].get('count', '?')} images: top-1 agreement {figures['top1_agreement']:.1f} %, "
-                f"mean cosine {figures['cosine_mean']:.5f}{drop}",
-                highlight=False,
-                markup=False,
-            )
+            print_guard(figures)
         peak = f", peak memory {r.peak_memory_mb / 1024:.1f} GiB" if r.peak_memory_mb else ""
         out.print(
             f"wrote {r.onnx_path} ({precision}, {r.calibration['count']} calibration images in batches of {r.calibration['batch']}, "
@@ -421,6 +420,20 @@ def quantize(
             highlight=False,
             markup=False,
         )
+
+
+def print_guard(record: dict[str, Any]) -> None:
+    budget = ", ".join(f"{k} {v}" for k, v in record["budget"].items())
+    table = Table(title=f"guard: budget {budget}", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("blocks in high precision", "top-1 drop", "agreement", "cosine", "within"):
+        table.add_column(col, justify="left" if col.startswith("blocks") else "right")
+    for step in record["path"]:
+        drop = "-" if step["top1_drop"] is None else f"{step['top1_drop']:+.2f}"
+        blocks = ", ".join(step["high_precision_blocks"]) or "none"
+        table.add_row(blocks, drop, f"{step['top1_agreement']:.2f}%", f"{step['cosine_mean']:.5f}", "yes" if step["within_budget"] else "no")
+    out.print(table)
+    kept = ", ".join(record["high_precision_blocks"]) or "no block"
+    out.print(f"kept in high precision: {kept}", highlight=False, markup=False)
 
 
 @app.command()

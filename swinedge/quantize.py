@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import sys
 import time
@@ -51,8 +52,14 @@ class QuantizeOptions:
     quantize_patch_embed: bool = False
     quantize_head: bool = False
     quantize_attention_matmuls: bool = False
-    # The residual Adds quantized too: faster, riskier (swinedge.guard gates it).
+    # The residual Adds quantized too: faster, riskier (swinedge.guard checks it).
     quantize_residual: bool = False
+    # Blocks kept wholly in high precision (module paths, e.g. layers.2.blocks.1): what
+    # the guard restores.
+    keep_blocks: tuple[str, ...] = ()
+    # Softmax inputs quantized too (with the residual Adds and attention matmuls: the
+    # "aggressive" placement the guard is shown on).
+    quantize_softmax: bool = False
     high_precision_dtype: str = "fp16"
     calib_batch: int | None = None  # None: DEFAULT_CALIB_BATCH of the precision
 
@@ -71,10 +78,13 @@ class QuantizeOptions:
             )
         if not 1 <= self.batch <= MAX_CALIB_BATCH:
             raise SwinedgeError(f"--calib-batch must be 1..{MAX_CALIB_BATCH}, got {self.batch} (peak memory grows with it)")
-        if self.quantize_residual and self.precision == "fp16":
-            raise SwinedgeError("--quantize-residual places INT8/FP8 Q/DQ; an fp16 graph has none to place")
-        if self.quantize_residual and self.keep_high_precision is not None and "Add" in self.keep_high_precision:
-            raise SwinedgeError("--quantize-residual quantizes the Adds that --keep-high-precision keeps: drop one of them")
+        for flag, on, op in (("--quantize-residual", self.quantize_residual, "Add"), ("--aggressive", self.quantize_softmax, "Softmax")):
+            if on and self.precision == "fp16":
+                raise SwinedgeError(f"{flag} places INT8/FP8 Q/DQ; an fp16 graph has none to place")
+            if on and self.keep_high_precision is not None and op in self.keep_high_precision:
+                raise SwinedgeError(f"{flag} quantizes the {op} ops that --keep-high-precision keeps: drop one of them")
+        for b in self.keep_blocks:
+            block_pattern(b)
 
     @property
     def batch(self) -> int:
@@ -87,9 +97,10 @@ class QuantizeOptions:
             return self.keep_high_precision
         if self.precision == "fp16":
             return DEFAULT_KEEP_FP32_FOR_FP16
-        if self.quantize_residual:
-            return tuple(t for t in DEFAULT_KEEP_HIGH_PRECISION if t != "Add")
-        return DEFAULT_KEEP_HIGH_PRECISION
+        dropped = {"Add"} if self.quantize_residual else set()
+        if self.quantize_softmax:
+            dropped.add("Softmax")
+        return tuple(t for t in DEFAULT_KEEP_HIGH_PRECISION if t not in dropped)
 
 
 # Calibration streams its images a batch at a time, so the count bounds time, not memory;
@@ -157,6 +168,19 @@ class _ProgressReader:
 
     def __len__(self) -> int:
         return -(-len(self._images) // self._batch)
+
+
+_BLOCK_PATH = re.compile(r"^(layers\.\d+\.)?blocks\.\d+$")
+
+
+def block_pattern(block: str) -> str:
+    """Module path of a block (layers.2.blocks.1, or blocks.3 in a ViT) -> the regex of
+    its node names (/layers/layers.2/blocks/blocks.1/...), as modelopt takes them."""
+    if not _BLOCK_PATH.match(block):
+        raise SwinedgeError(f"'{block}' is not a block path like layers.2.blocks.1 (Swin) or blocks.3 (ViT)")
+    parts = block.split(".")
+    prefix = "".join(f"/{parts[i]}/{parts[i]}.{parts[i + 1]}" for i in range(0, len(parts), 2))
+    return re.escape(prefix) + "/.*"
 
 
 def fixed_batch(proto: onnx.ModelProto) -> int | None:
@@ -287,6 +311,7 @@ def quantize_onnx(
                 excluded_nodes.append(PATCH_EMBED_PATTERN)
             if not opts.quantize_head:
                 excluded_nodes.append(HEAD_PATTERN)
+            excluded_nodes += [block_pattern(b) for b in opts.keep_blocks]
             reader = _ProgressReader(images, input_name, calib_batch, on_batch, fixed=fixed is not None)
             reader.warn = warn
             with _quiet():
@@ -342,6 +367,8 @@ def quantize_onnx(
                 "quantize_head": opts.quantize_head,
                 "quantize_attention_matmuls": opts.quantize_attention_matmuls,
                 "quantize_residual": opts.quantize_residual,
+                "quantize_softmax": opts.quantize_softmax,
+                "high_precision_blocks": list(opts.keep_blocks),
                 "high_precision_dtype": opts.high_precision_dtype if opts.precision != "fp16" else "fp16",
                 "calibration": calibration,
                 "seconds": round(seconds, 2),

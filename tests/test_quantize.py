@@ -174,7 +174,7 @@ def test_cli_preprocessing_overrides(fp32: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.onnx").exists()
 
 
-# -- --quantize-residual: written only through the gate ------------------------------------------------
+# -- --quantize-residual / --aggressive: always guarded -----------------------------------------------
 @pytest.fixture(scope="module")
 def vit_micro_onnx(tmp_path_factory) -> Path:
     return export_onnx("vit_micro_patch8_64", tmp_path_factory.mktemp("vit") / "v.onnx").onnx_path
@@ -184,28 +184,36 @@ def vit_micro_onnx(tmp_path_factory) -> Path:
     "extra,fragment",
     [
         (["--precision", "fp16"], "an fp16 graph has none to place"),
-        (["--keep-high-precision", "Add,Softmax"], "quantizes the Adds that --keep-high-precision keeps"),
-        (["--gate-size", "0"], "--size must be 1.."),
+        (["--keep-high-precision", "Add,Softmax"], "quantizes the Add ops that --keep-high-precision keeps"),
+        (["--data-size", "0"], "--size must be 1.."),
         (["--min-cosine", "nan"], "--min-cosine must be -1..1"),
-        (["--gate-data", str(Path("/nonexistent/images"))], "--gate-data"),
+        (["--min-agreement", "101"], "--min-agreement must be 0..100"),
+        (["--max-top1-drop", "0.5"], "--max-top1-drop needs labelled images"),
+        (["--data", str(Path("/nonexistent/images"))], "--data"),
     ],
 )
-def test_quantize_residual_options_are_checked_before_work(vit_micro_onnx: Path, tmp_path: Path, extra: list, fragment: str) -> None:
+def test_guard_options_are_checked_before_work(vit_micro_onnx: Path, tmp_path: Path, extra: list, fragment: str) -> None:
     r = runner.invoke(app, ["quantize", str(vit_micro_onnx), "--quantize-residual", *extra, "--out", str(tmp_path / "q.onnx")])
     assert r.exit_code != 0 and fragment in one_line_error(r)
     assert not list(tmp_path.iterdir())
 
 
-def test_a_graph_failing_its_gate_is_not_written(vit_micro_onnx: Path, tmp_path: Path) -> None:
-    """Random weights: quantized residual Adds move the logits far from FP32 (cosine well
-    under 0.99 on the bundled photos), so the default gate refuses the graph."""
-    r = runner.invoke(app, ["quantize", str(vit_micro_onnx), "--quantize-residual", "--calib-size", "8", "--gate-size", "16", "--out", str(tmp_path / "q.onnx")])
-    assert r.exit_code != 0 and "fails its gate on 16 images (mean logit cosine" in one_line_error(r)
+def test_a_budget_no_graph_meets_writes_nothing(vit_micro_onnx: Path, tmp_path: Path) -> None:
+    """A mean cosine of exactly 1 is out of reach: with both blocks restored the graph
+    still runs in FP16 (the default high-precision dtype). The guard tries every block,
+    says so in one line and writes nothing."""
+    r = runner.invoke(app, ["quantize", str(vit_micro_onnx), "--aggressive", "--calib-size", "8", "--data-size", "8", "--min-cosine", "1.0", "--out", str(tmp_path / "q.onnx")])
+    assert r.exit_code != 0 and "even with all 2 blocks in high precision the graph misses the budget" in one_line_error(r)
     assert not list(tmp_path.iterdir())
-    r = runner.invoke(app, ["quantize", str(vit_micro_onnx), "--quantize-residual", "--calib-size", "8", "--gate-size", "16", "--min-cosine", "0", "--out", str(tmp_path / "q.onnx")])
-    assert r.exit_code == 0, r.output
+
+
+def test_a_loose_budget_keeps_every_block_quantized(vit_micro_onnx: Path, tmp_path: Path) -> None:
     import json
 
+    r = runner.invoke(app, ["quantize", str(vit_micro_onnx), "--quantize-residual", "--calib-size", "8", "--data-size", "16", "--min-cosine", "0", "--out", str(tmp_path / "q.onnx"), "--json"])
+    assert r.exit_code == 0, r.output
     q = json.loads((tmp_path / "q.onnx.json").read_text())["quantization"]
     assert q["quantize_residual"] and "Add" not in q["keep_high_precision"]
-    assert q["gate"]["passed"] and q["gate"]["data"]["count"] == 16 and q["gate"]["thresholds"]["min_cosine"] == 0
+    guard = q["guard"]
+    assert guard["high_precision_blocks"] == [] and len(guard["path"]) == 1 and guard["path"][0]["within_budget"]
+    assert guard["budget"] == {"min_cosine": 0.0} and guard["data"]["size"] == 16
