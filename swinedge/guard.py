@@ -5,8 +5,8 @@
 is missed returns whole blocks to high precision, most sensitive first, re-calibrating
 each time. Sensitivity is the error a block adds in the per-layer error map of the first
 graph (:mod:`swinedge.error_map`). Once within budget it tries to give back each restored
-block but the last (a block whose removal still meets the budget stays quantized), so no
-single restored block is unnecessary. It writes the first graph found that way, with what
+block (one whose return to INT8 still meets the budget is given back), so no single
+restored block is unnecessary. It writes the first graph found that way, with what
 it kept in high precision, the measured figures and the path it took in its manifest. When
 even every block in high precision misses the budget, it is a one-line error and nothing is
 written.
@@ -164,8 +164,9 @@ def guarded_quantize(
                     f"even with all {len(ranking)} blocks in high precision the graph misses the budget on these images "
                     f"({'; '.join(missed)}); nothing written: loosen the budget or quantize less (drop --aggressive / --quantize-residual)"
                 )
-            # Give back what the budget does not need: each restored block but the last.
-            for block in list(restored[:-1]):
+            # Give back what the budget does not need: after this, giving back any one
+            # restored block misses the budget (each such graph is in the path).
+            for block in list(restored):
                 fewer = tuple(b for b in restored if b != block)
                 q, c, m = trial(fewer)
                 if not m:
