@@ -120,3 +120,52 @@ def test_vit_residual_int8_is_written_only_through_its_gate(digits_cache, vit_ta
     r = run(app, [*args, *extra, "--out", str(tmp_path / "t.onnx")])
     assert r.exit_code != 0 and "fails its gate on 539 images" in r.output
     assert not (tmp_path / "t.onnx").exists() and not (tmp_path / "t.onnx.json").exists()
+
+
+# -- issue #12: the guard on real data ------------------------------------------------------------------
+GUARD_BUDGET = {"max_top1_drop": 0.3, "min_cosine": 0.9999}
+
+
+@pytest.fixture(scope="session")
+def vit_guarded(digits_cache, vit_table: dict, tmp_path_factory) -> dict:
+    """The digits ViT, INT8 with the aggressive placement (residual Adds and attention
+    matmuls quantized, max calibration), guarded on 256 training images."""
+    from swinedge.digits import digits_checkpoint
+    from swinedge.export import export_onnx
+    from swinedge.guard import Budget, guarded_quantize
+    from swinedge.quantize import QuantizeOptions
+
+    d = tmp_path_factory.mktemp("guard")
+    path, _ = digits_checkpoint(digits_cache[0], model="vit_nano_patch4_32")
+    fp32 = export_onnx(path, d / "f.onnx").onnx_path
+    opts = QuantizeOptions(calib="digits-train", calib_size=128, method="max", high_precision_dtype="fp32",
+                           quantize_residual=True, quantize_softmax=True, quantize_attention_matmuls=True)  # fmt: skip
+    result, record = guarded_quantize(fp32, d / "g.onnx", opts, Budget(data="digits-train", size=256, **GUARD_BUDGET))
+    return {"fp32": fp32, "guarded": result.onnx_path, "record": record, "options": opts, "dir": d}
+
+
+def test_guard_brings_the_aggressive_graph_within_budget_with_the_fewest_blocks(vit_guarded: dict) -> None:
+    from dataclasses import replace
+
+    from swinedge.quantize import quantize_onnx
+    from swinedge.verify import verify
+
+    record = vit_guarded["record"]
+    assert not record["path"][0]["within_budget"] and record["path"][0]["high_precision_blocks"] == []  # aggressive alone misses
+    kept = record["high_precision_blocks"]
+    assert kept and record["budget"] == GUARD_BUDGET
+    # What the guard claims, measured again here on the same 256 training images.
+    again = verify(vit_guarded["fp32"], vit_guarded["guarded"], data="digits-train", size=256, seed=1).comparison
+    assert again.top1_drop <= GUARD_BUDGET["max_top1_drop"] and again.cosine_mean >= GUARD_BUDGET["min_cosine"]
+    assert again.cosine_mean == pytest.approx(record["cosine_mean"], abs=1e-6)
+    # Fewest: with fewer blocks restored, none meets the budget. Every set of one block
+    # fewer than the guard kept (all subsets of that size, not only those it tried).
+    import itertools
+
+    blocks = [f"blocks.{i}" for i in range(4)]
+    for fewer in itertools.combinations(blocks, len(kept) - 1):
+        q = quantize_onnx(vit_guarded["fp32"], vit_guarded["dir"] / "fewer.onnx", replace(vit_guarded["options"], keep_blocks=fewer))
+        c = verify(vit_guarded["fp32"], q.onnx_path, data="digits-train", size=256, seed=1).comparison
+        assert c.top1_drop > GUARD_BUDGET["max_top1_drop"] or c.cosine_mean < GUARD_BUDGET["min_cosine"], fewer
+        q.onnx_path.unlink()
+        q.manifest_path.unlink()
