@@ -422,6 +422,41 @@ def quantize(
         )
 
 
+@app.command("qat")
+@user_errors
+def qat_cmd(
+    checkpoint: str = typer.Argument(..., help="Checkpoint (.pt from `swinedge build`, timm or official weights) or variant name."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Q/DQ ONNX to write (build-engine takes it as it takes a PTQ graph)."),
+    data: str = typer.Option(..., "--data", help="Labelled training images: class folders, a manifest, or 'digits-train'."),
+    epochs: int = typer.Option(1, "--epochs", help="Passes over --data."),
+    batch: int = typer.Option(32, "--batch", help="Images per training step."),
+    lr: float = typer.Option(1e-5, "--lr", help="AdamW learning rate (fine-tuning: small)."),
+    calib_size: int = typer.Option(128, "--calib-size", help="Images that set the INT8 ranges before training."),
+    size: Optional[int] = typer.Option(None, "--size", help="Training images per epoch (default: all)."),
+    distill: bool = typer.Option(False, "--distill", help="Also pull the logits towards the float model's (KL, temperature 2)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the image order and calibration picks."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Quantization-aware training: fine-tune under INT8 fake quantization (the PTQ
+    recipe's placement) and export a Q/DQ ONNX graph."""
+    from swinedge.qat import QatOptions, qat
+
+    opts = QatOptions(data=data, epochs=epochs, batch=batch, lr=lr, calib_size=calib_size, distill=distill, seed=seed, size=size)
+    opts.validate()
+    if out_path.suffix != ".onnx":
+        raise SwinedgeError(f"--out {out_path}: use a file name ending in .onnx")
+    from swinedge.io import check_output_file
+
+    check_output_file(out_path)
+    with ProgressReport("QAT") as progress:
+        r = qat(checkpoint, out_path, opts, on_step=progress.step, on_batch=progress.advance, warn=warn)
+    if as_json:
+        print_json({"onnx": str(r.onnx_path), "manifest": str(r.manifest_path), "seconds": r.seconds, "loss_per_epoch": r.losses})
+    else:
+        losses = ", ".join(f"{v:.4f}" for v in r.losses)
+        out.print(f"wrote {r.onnx_path} (INT8 QAT, {len(r.losses)} epochs, loss per epoch {losses}, {r.seconds:.1f}s) and {r.manifest_path}", highlight=False, markup=False)
+
+
 def print_guard(record: dict[str, Any]) -> None:
     budget = ", ".join(f"{k} {v}" for k, v in record["budget"].items())
     table = Table(title=f"guard: budget {budget}", box=box.SIMPLE_HEAD, title_justify="left")

@@ -192,7 +192,7 @@ def test_export_quantize_verify_through_the_cli(tmp_path: Path) -> None:
             block = f"/layers/layers.{i}/blocks/blocks.{j}/"
             for add in ("Add", "Add_1"):
                 assert "DequantizeLinear" not in [producer.get(x) for x in nodes[block + add].input]
-            assert "DequantizeLinear" in [producer.get(x) for x in nodes[block + "attn/MatMul"].input]
+            assert "DequantizeLinear" in [producer.get(x) for x in nodes[block + "attn/qkv/MatMul"].input]
 
 
 def test_plugin_export_and_substitution_run_on_onnx_runtime(tmp_path: Path) -> None:

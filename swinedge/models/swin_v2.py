@@ -178,7 +178,9 @@ class WindowAttentionV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.geometry
         qkv_bias = torch.cat([self.q_bias, self.k_bias, self.v_bias])
-        qkv = F.linear(x, self.qkv.weight, qkv_bias)
+        # Through the Linear module (bias added after), so module-level quantizers (QAT)
+        # see the projection as they see every other Linear.
+        qkv = self.qkv(x) + qkv_bias
         scale, bias, table = self.constants()
         # Padded tokens get the qkv bias, as timm pads x with zeros before the projection.
         if self.impl == "fused":

@@ -224,8 +224,8 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
     for i, stage in enumerate(config.stage_geometries()):
         for j, g in enumerate(stage):
             prefix = f"/layers/layers.{i}/blocks/blocks.{j}/attn/"
-            # V1: the qkv Linear; V2: F.linear with the q/k/v bias concatenated (MatMul, Add).
-            names = ("Add", "MatMul") if g.cosine else ("qkv/Add", "qkv/MatMul")
+            # V1: the qkv Linear; V2: the bias-free qkv Linear, then the q/k/v bias added.
+            names = ("Add", "qkv/MatMul") if g.cosine else ("qkv/Add", "qkv/MatMul")
             qkv_node = by_name.get(prefix + names[0]) or by_name.get(prefix + names[1])
             proj = by_name.get(prefix + "proj/MatMul")
             if qkv_node is None or proj is None:
