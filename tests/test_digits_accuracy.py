@@ -122,50 +122,60 @@ def test_vit_residual_int8_is_written_only_through_its_gate(digits_cache, vit_ta
     assert not (tmp_path / "t.onnx").exists() and not (tmp_path / "t.onnx.json").exists()
 
 
-# -- issue #12: the guard on real data ------------------------------------------------------------------
+# -- issue #12: the guard and QAT on real data -------------------------------------------------------
 GUARD_BUDGET = {"max_top1_drop": 0.3, "min_cosine": 0.9999}
 
 
 @pytest.fixture(scope="session")
-def vit_guarded(digits_cache, vit_table: dict, tmp_path_factory) -> dict:
-    """The digits ViT, INT8 with the aggressive placement (residual Adds and attention
-    matmuls quantized, max calibration), guarded on 256 training images."""
+def budget_table(digits_cache, vit_table: dict, tmp_path_factory) -> dict:
+    """The README's accuracy-budget table for the digits ViT (benchmarks/accuracy_budget)."""
+    from swinedge.benchmarks.accuracy_budget import accuracy_budget_table
     from swinedge.digits import digits_checkpoint
-    from swinedge.export import export_onnx
-    from swinedge.guard import Budget, guarded_quantize
-    from swinedge.quantize import QuantizeOptions
 
-    d = tmp_path_factory.mktemp("guard")
+    work = tmp_path_factory.mktemp("budget")
     path, _ = digits_checkpoint(digits_cache[0], model="vit_nano_patch4_32")
-    fp32 = export_onnx(path, d / "f.onnx").onnx_path
-    opts = QuantizeOptions(calib="digits-train", calib_size=128, method="max", high_precision_dtype="fp32",
-                           quantize_residual=True, quantize_softmax=True, quantize_attention_matmuls=True)  # fmt: skip
-    result, record = guarded_quantize(fp32, d / "g.onnx", opts, Budget(data="digits-train", size=256, **GUARD_BUDGET))
-    return {"fp32": fp32, "guarded": result.onnx_path, "record": record, "options": opts, "dir": d}
+    table = accuracy_budget_table(work, path, **GUARD_BUDGET, qat_epochs=2)
+    return {**table, "work": work}
 
 
-def test_guard_brings_the_aggressive_graph_within_budget_with_the_fewest_blocks(vit_guarded: dict) -> None:
-    from dataclasses import replace
+def _row(table: dict, prefix: str) -> dict:
+    return next(r for r in table["rows"] if r["graph"].startswith(prefix))
 
-    from swinedge.quantize import quantize_onnx
+
+def test_guard_brings_the_aggressive_graph_within_budget_with_the_fewest_blocks(budget_table: dict) -> None:
+    import itertools
+
+    from swinedge.quantize import QuantizeOptions, quantize_onnx
     from swinedge.verify import verify
 
-    record = vit_guarded["record"]
+    work, record = budget_table["work"], budget_table["guard"]
+    fp32, guarded = work / "fp32.onnx", work / "guarded.onnx"
     assert not record["path"][0]["within_budget"] and record["path"][0]["high_precision_blocks"] == []  # aggressive alone misses
     kept = record["high_precision_blocks"]
     assert kept and record["budget"] == GUARD_BUDGET
     # What the guard claims, measured again here on the same 256 training images.
-    again = verify(vit_guarded["fp32"], vit_guarded["guarded"], data="digits-train", size=256, seed=1).comparison
+    again = verify(fp32, guarded, data="digits-train", size=256, seed=1).comparison
     assert again.top1_drop <= GUARD_BUDGET["max_top1_drop"] and again.cosine_mean >= GUARD_BUDGET["min_cosine"]
-    assert again.cosine_mean == pytest.approx(record["cosine_mean"], abs=1e-6)
-    # Fewest: with fewer blocks restored, none meets the budget. Every set of one block
-    # fewer than the guard kept (all subsets of that size, not only those it tried).
-    import itertools
+    # Fewest: every set of one block fewer than the guard kept misses the budget (all
+    # such subsets, not only those the guard tried).
+    aggressive = QuantizeOptions(calib="digits-train", calib_size=128, method="max", high_precision_dtype="fp32",
+                                 quantize_residual=True, quantize_softmax=True, quantize_attention_matmuls=True)  # fmt: skip
+    for fewer in itertools.combinations([f"blocks.{i}" for i in range(4)], len(kept) - 1):
+        from dataclasses import replace
 
-    blocks = [f"blocks.{i}" for i in range(4)]
-    for fewer in itertools.combinations(blocks, len(kept) - 1):
-        q = quantize_onnx(vit_guarded["fp32"], vit_guarded["dir"] / "fewer.onnx", replace(vit_guarded["options"], keep_blocks=fewer))
-        c = verify(vit_guarded["fp32"], q.onnx_path, data="digits-train", size=256, seed=1).comparison
+        q = quantize_onnx(fp32, work / "fewer.onnx", replace(aggressive, keep_blocks=fewer))
+        c = verify(fp32, q.onnx_path, data="digits-train", size=256, seed=1).comparison
         assert c.top1_drop > GUARD_BUDGET["max_top1_drop"] or c.cosine_mean < GUARD_BUDGET["min_cosine"], fewer
         q.onnx_path.unlink()
         q.manifest_path.unlink()
+
+
+def test_qat_is_not_worse_than_ptq_at_its_placement(budget_table: dict) -> None:
+    qat, ptq = _row(budget_table, "QAT INT8"), _row(budget_table, "PTQ INT8, default")
+    assert qat["top1"] >= ptq["top1"], (qat, ptq)
+    losses = budget_table["qat"]["loss_per_epoch"]
+    assert len(losses) == 2 and losses[1] <= losses[0] * 1.05  # training did not diverge
+    import onnx
+
+    proto = onnx.load(str(budget_table["work"] / "qat.onnx"))
+    assert sum(n.op_type == "QuantizeLinear" for n in proto.graph.node) == 2 * 4 * 4  # 4 Linears x 4 blocks, weight + input

@@ -27,6 +27,11 @@ def test_run_on_embedded_default(digits_cache, tmp_path: Path, monkeypatch) -> N
     assert acc["fp32 onnx"]["top1"] == acc["fp32 onnx"]["top1_reference"] > 90
     assert acc["int8 onnx"]["top1_drop"] <= 0.5 and acc["fp16 onnx"]["top1_drop"] <= 0.1
     assert all(a["passed"] for a in summary["accuracy"])
+    # The guarded INT8 row: the aggressive placement, measured on training images.
+    guard = summary["guard"]
+    assert "int8 guarded onnx" in acc and guard["budget"] == {"max_top1_drop": 0.5, "min_cosine": 0.99}
+    assert guard["data"]["source"] == "digits-train" and guard["path"][-1]["within_budget"] or any(p["within_budget"] for p in guard["path"])
+    assert "| int8 guarded onnx |" in (out / "report.md").read_text()
     runners = {x["runner"] for x in summary["benchmark"]["results"]}
     assert {"torch-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8"} <= runners
     md = (out / "report.md").read_text()
