@@ -542,6 +542,7 @@ def inspect_cmd(
     batch: int = typer.Option(4, "--batch", help="Images per step (every layer's output of a batch is held at once)."),
     top: int = typer.Option(20, "--top", help="Rows of the table, worst first (0: all)."),
     chart: Optional[Path] = typer.Option(None, "--chart", help="Write a PNG of relative error against depth here."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="Run CANDIDATE on onnxruntime (CPU) or tensorrt (an engine built with the layers marked as outputs)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole map as JSON."),
 ) -> None:
     """Per-layer error map: every block's output (and its attention, MLP and merge outputs)
@@ -557,7 +558,9 @@ def inspect_cmd(
         check_output_file(chart, "--chart")
         refuse_output_over_input(chart, reference, candidate)
     with ProgressReport("error map (images)") as progress:
-        emap = error_map(reference, candidate, data=data, size=size, batch=batch, on_start=progress.start, on_batch=progress.advance, warn=warn)
+        emap = error_map(
+            reference, candidate, data=data, size=size, batch=batch, runtime=runtime, on_start=progress.start, on_batch=progress.advance, warn=warn
+        )
     if chart is not None:
         write_chart(emap, chart)
     if as_json:

@@ -9,6 +9,11 @@ per point the map keeps the mean per-image cosine, the relative error
 ``||cand - ref|| / ||ref||`` over all images and the max abs error. A point the candidate
 graph no longer has (renamed by a tool) is reported as absent.
 
+With ``runtime="tensorrt"`` the candidate runs as a TensorRT engine instead: a private copy
+of it with the points made graph outputs is built (plugin where it can be placed) and run;
+TensorRT keeps marked tensors materialised, so fusions across them are not made and the
+figures are those of that engine. Needs TensorRT and a GPU (``tensorrt`` tests).
+
 ``added`` is a block's relative error minus that of the block-level point before it (the
 previous block or merge, or 0): the error the block itself adds, which is what
 :mod:`swinedge.guard` ranks blocks by.
@@ -16,6 +21,7 @@ previous block or merge, or 0): the error the block itself adds, which is what
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +31,12 @@ import numpy as np
 
 from swinedge.data import Preprocess, check_image_source, open_images
 from swinedge.errors import SwinedgeError
+from swinedge.io import private_workspace
 
 _BLOCK = re.compile(r"^(/layers/layers\.\d+/blocks/blocks\.\d+|/blocks/blocks\.\d+)/")
 _MERGE = re.compile(r"^(/layers/layers\.\d+/downsample)/")
 MAX_POINT_IMAGES = 4096
+RUNTIMES = ("onnxruntime", "tensorrt")
 
 
 @dataclass
@@ -155,6 +163,7 @@ def error_map(
     size: int | None = 16,
     batch: int = 4,
     seed: int = 0,
+    runtime: str = "onnxruntime",
     on_start: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
@@ -168,6 +177,8 @@ def error_map(
         raise SwinedgeError(f"--size must be 1..{MAX_POINT_IMAGES}, got {size}")
     if not 1 <= batch <= 256:
         raise SwinedgeError(f"--batch must be 1..256, got {batch} (every point's tensors of a batch are held at once)")
+    if runtime not in RUNTIMES:
+        raise SwinedgeError(f"--runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
     check_image_source(data, "--data")
     for path, flag in ((reference, "REFERENCE"), (candidate, "CANDIDATE")):
         if Path(path).suffix != ".onnx":
@@ -186,12 +197,19 @@ def error_map(
     absent = [p.name + f" ({p.kind})" for p in points if p.tensor not in cand_tensors]
     if not present:
         raise SwinedgeError(f"{candidate} shares no layer outputs with {reference}: give a graph quantized or converted from it")
-    del ref_proto, cand_proto
+    del ref_proto
     names = tuple(p.tensor for p in present)
-    ref_runner = OnnxRuntimeRunner(reference, tensors=names)
-    cand_runner = OnnxRuntimeRunner(candidate, tensors=names)
     acc = {p.tensor: _Accumulator() for p in present}
-    with ref_runner, cand_runner:
+    with contextlib.ExitStack() as stack:
+        ref_runner = OnnxRuntimeRunner(reference, tensors=names)
+        if runtime == "tensorrt":
+            scratch = stack.enter_context(private_workspace("swinedge-errmap-"))
+            cand_runner = _marked_engine(candidate, cand_proto, names, scratch, batch)
+        else:
+            cand_runner = OnnxRuntimeRunner(candidate, tensors=names)
+        del cand_proto
+        stack.enter_context(ref_runner)
+        stack.enter_context(cand_runner)
         check_same_model(ref_runner.input_spec, cand_runner.input_spec, str(candidate))
         spec = ref_runner.input_spec
         preprocess = Preprocess.from_spec(spec["img_size"], spec.get("in_chans", 3), spec.get("preprocess"))
@@ -213,7 +231,7 @@ def error_map(
                 acc[t].update(ref_out[t][:n], cand_out[t][:n])
             if on_batch is not None:
                 on_batch(n)
-    result = ErrorMap(str(reference), str(candidate), images.describe(), absent=absent)
+    result = ErrorMap(str(reference), f"{candidate}" + (" (tensorrt)" if runtime == "tensorrt" else ""), images.describe(), absent=absent)
     previous = 0.0
     for p in points:
         a = acc.get(p.tensor)
@@ -228,6 +246,28 @@ def error_map(
             previous = rel
         result.points.append(e)
     return result
+
+
+def _marked_engine(candidate: str | Path, proto, names: tuple[str, ...], scratch: Path, batch: int):
+    """A TensorRT runner of ``candidate`` built with ``names`` as extra network outputs."""
+    import onnx
+
+    from swinedge.engine import BuildOptions, build_engine
+    from swinedge.manifest import artifact_with_manifest, read_manifest
+    from swinedge.runners.trt_runner import TensorRTRunner
+
+    present = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.ValueInfoProto(name=t) for t in names if t not in present)
+    fields = {k: v for k, v in (read_manifest(candidate) or {}).items() if k not in ("format", "kind", "file", "sha256", "created", "versions")}
+    marked = scratch / "marked.onnx"
+    with artifact_with_manifest("onnx", marked) as pending:
+        onnx.save(proto, str(pending.path))
+        pending.fields.update(fields)
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    fixed = dim.HasField("dim_value") and dim.dim_value > 0
+    options = BuildOptions() if fixed else BuildOptions(min_batch=1, opt_batch=batch, max_batch=batch)
+    plan = build_engine(marked, scratch / "marked.plan", options).plan
+    return TensorRTRunner(plan)
 
 
 def write_chart(emap: ErrorMap, out: str | Path) -> Path:

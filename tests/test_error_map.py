@@ -104,9 +104,20 @@ def test_inspect_cli_table_json_and_chart(graphs: dict, tmp_path: Path) -> None:
         (["REF", "INT8", "--size", "0"], "--size must be 1.."),
         (["REF", "INT8", "--chart", "x.jpg"], "ending in .png"),
         (["REF", "INT8", "--top", "-1"], "--top must be"),
+        (["REF", "INT8", "--runtime", "tvm"], "--runtime must be one of onnxruntime, tensorrt"),
     ],
 )
 def test_inspect_bad_input_is_one_line(graphs: dict, tmp_path: Path, args: list, fragment: str) -> None:
     names = {"REF": str(graphs[V1]), "INT8": str(graphs["int8"]), "V2": str(graphs[V2])}
     r = runner.invoke(app, ["inspect", *[names.get(a, a) for a in args]])
     assert r.exit_code != 0 and fragment in one_line_error(r)
+
+
+@pytest.mark.tensorrt
+def test_error_map_on_tensorrt(graphs: dict) -> None:
+    """The candidate as a TensorRT engine with the points marked as outputs: an FP32
+    engine stays near the FP32 graph everywhere, an INT8 one departs like the ONNX map."""
+    fp32 = error_map(graphs[V1], graphs[V1], size=8, runtime="tensorrt")
+    assert not fp32.absent and max(p.rel_err for p in fp32.points) < 1e-2
+    int8 = error_map(graphs[V1], graphs["int8"], size=8, runtime="tensorrt")
+    assert not int8.absent and 0 < [p for p in int8.points if p.point.kind == "block"][-1].rel_err < 0.5

@@ -55,10 +55,12 @@ class TensorRTRunner(Runner):
         self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
-        self._in_dtype = dtypes[self.engine.get_tensor_dtype(self.input_name)]
-        self._out_dtype = dtypes[self.engine.get_tensor_dtype(self.output_name)]
+        self.output_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.output_name = self.output_names[0]
+        dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16}
+        self._dtypes = {n: dtypes[self.engine.get_tensor_dtype(n)] for n in (self.input_name, *self.output_names)}
+        self._in_dtype = self._dtypes[self.input_name]
+        self._out_dtype = self._dtypes[self.output_name]
         precision = self.manifest.get("precision", "")
         self.name = f"tensorrt-{precision}" + ("-plugin" if self.manifest.get("plugin", {}).get("used") else "")
         return self
@@ -92,6 +94,27 @@ class TensorRTRunner(Runner):
             result = y.float().cpu()
         self.stream.synchronize()
         return result.numpy()
+
+    def infer_tensors(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the plan (a plan built from a graph with intermediate tensors
+        marked as outputs: :func:`swinedge.error_map.error_map` on TensorRT), float32."""
+        import torch
+
+        assert self.context is not None, "call load() first"
+        with torch.cuda.stream(self.stream):
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda").to(self._in_dtype)
+            self.context.set_input_shape(self.input_name, tuple(x.shape))
+            self._shape = None  # the next infer sets its shape again
+            self.context.set_tensor_address(self.input_name, x.data_ptr())
+            outs = {}
+            for name in self.output_names:
+                outs[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), device="cuda", dtype=self._dtypes[name])
+                self.context.set_tensor_address(name, outs[name].data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise SwinedgeError("TensorRT execution failed")
+            result = {name: t.float().cpu() for name, t in outs.items()}
+        self.stream.synchronize()
+        return {name: t.numpy() for name, t in result.items()}
 
     def synchronize(self) -> None:
         if self.stream is not None:
