@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import signal
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, TypeVar
@@ -78,7 +79,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Piped or logged, rich would wrap tables at 80 columns; 120 keeps each row on a line
+# (COLUMNS, when set, still wins).
+out = Console(width=None if os.environ.get("COLUMNS") or sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -675,7 +678,7 @@ def print_benchmark_table(report: dict) -> None:
     where = report.get("gpu") or "CPU"
     title = f"latency in ms ({where}); accuracy vs {Path(report['reference']).name}"
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, title_justify="left")
-    table.add_column("runner", overflow="fold")
+    table.add_column("runner", no_wrap=True)
     for col in ("batch", "median", "p90", "p99", "img/s", "agree", "cosine"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in report["results"]:

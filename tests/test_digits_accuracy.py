@@ -47,12 +47,14 @@ def test_int8_within_0_5_points(table: dict) -> None:
 
 
 # -- the same task for a small ViT (issue #11: INT8 within 0.5 points, FP16 within 0.1) ----------------
+VIT_EPOCHS = 25
 @pytest.fixture(scope="session")
 def vit_table(digits_cache, tmp_path_factory) -> dict:
     from swinedge.digits import digits_checkpoint
 
     cache, _, _ = digits_cache
-    path, summary = digits_checkpoint(cache, model="vit_nano_patch4_32")
+    # 25 epochs (64 s here) reach 97.4 %, as the accuracy-budget benchmark trains it.
+    path, summary = digits_checkpoint(cache, model="vit_nano_patch4_32", epochs=VIT_EPOCHS)
     assert summary["model"] == "vit_nano_patch4_32" and summary["test_images"] == 539
     return digits_accuracy(tmp_path_factory.mktemp("digits-vit"), checkpoint=path)
 
@@ -98,7 +100,7 @@ def test_vit_residual_int8_is_guarded_and_its_figures_are_what_verify_measures(d
     from swinedge.digits import digits_checkpoint
 
     run = CliRunner().invoke
-    path, _ = digits_checkpoint(digits_cache[0], model="vit_nano_patch4_32")
+    path, _ = digits_checkpoint(digits_cache[0], model="vit_nano_patch4_32", epochs=VIT_EPOCHS)
     assert run(app, ["export", str(path), "--out", str(tmp_path / "f.onnx")]).exit_code == 0
     r = run(app, ["quantize", str(tmp_path / "f.onnx"), "--calib", "digits-train", "--calib-size", "128", "--quantize-residual",
                   "--data", "digits", "--data-size", "539", "--max-top1-drop", "100", "--high-precision-dtype", "fp32",
@@ -126,7 +128,7 @@ def budget_table(digits_cache, vit_table: dict, tmp_path_factory) -> dict:
     from swinedge.digits import digits_checkpoint
 
     work = tmp_path_factory.mktemp("budget")
-    path, _ = digits_checkpoint(digits_cache[0], model="vit_nano_patch4_32")
+    path, _ = digits_checkpoint(digits_cache[0], model="vit_nano_patch4_32", epochs=VIT_EPOCHS)
     table = accuracy_budget_table(work, path, **GUARD_BUDGET, qat_epochs=2)
     return {**table, "work": work}
 

@@ -252,6 +252,10 @@ def _stand_ins() -> list:
     params = []
     for stand_in, real in by_stand_in.items():
         name = "+".join(f"h{g.height}w{g.window}s{g.shift}" for g in real)
+        if stand_in.tokens_per_window > 256 and stand_in.shift:
+            # Window 24 shifted: 5,184 interpreted key-block steps (35 s). Its index math is
+            # window 16's (run here) with other constants; the GPU test runs the real one.
+            continue
         marks = [pytest.mark.slow] if stand_in.tokens_per_window >= 256 else []
         params.append(pytest.param(stand_in, id=name, marks=marks))
     return params

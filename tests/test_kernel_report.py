@@ -24,7 +24,7 @@ pytest.importorskip("triton")
 def report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("kernel-report") / "report.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "swinedge.benchmarks.kernel_report", "--cc", "87,90", "--models", "swin_t,swin_b_384,swinv2_t,swinv2_b_384", "--json", str(out), "--check"]
+    cmd = [sys.executable, "-m", "swinedge.benchmarks.kernel_report", "--cc", "87,90", "--models", "swin_t,swin_b_384,swinv2_b_384", "--json", str(out), "--check"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "model" in proc.stdout and "not a timing" in proc.stdout  # the model is labelled as one
@@ -98,11 +98,11 @@ def test_check_reports_each_broken_limit() -> None:
 
 @pytest.mark.slow
 def test_swin_v2_cosine_kernels_are_covered(report: dict) -> None:
-    """The V2 geometries (windows 8, 12 and 24, the 576-token one shifted) are in the
+    """Swin V2-B 384's geometries (windows 24 and 12, the 576-token one shifted) are in the
     report, each compiled as the cosine kernel, without spills and within 96 registers."""
     v2 = [s for s in report["stats"] if s["geometry"]["cosine"]]
     windows = {s["geometry"]["window"] for s in v2}
-    assert {8, 12, 24} <= windows
+    assert windows == {12, 24}
     assert _find(report, WindowGeometry(96, 96, 24, 12, 4, 32, cosine=True), 90)["name"].startswith("swinedge_cosine_window_attention_")
     for s in v2:
         assert s["registers"] <= 96 and s["spill_stores"] == s["spill_loads"] == 0

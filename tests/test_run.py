@@ -33,7 +33,7 @@ def test_run_on_embedded_default(digits_cache, tmp_path: Path, monkeypatch) -> N
     assert guard["data"]["source"] == "digits-train" and guard["path"][-1]["within_budget"] or any(p["within_budget"] for p in guard["path"])
     assert "| int8 guarded onnx |" in (out / "report.md").read_text()
     runners = {x["runner"] for x in summary["benchmark"]["results"]}
-    assert {"torch-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8"} <= runners
+    assert {"torch-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8", "onnxruntime-int8-guarded"} <= runners
     md = (out / "report.md").read_text()
     assert "| int8 onnx |" in md and "median ms" in md
     with Image.open(out / "latency.png") as im:

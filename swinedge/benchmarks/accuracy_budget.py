@@ -1,6 +1,6 @@
 """Accuracy you can budget, on real data: the digits task through every INT8 route.
 
-    python -m swinedge.benchmarks.accuracy_budget [--model vit_nano_patch4_32]
+    python -m swinedge.benchmarks.accuracy_budget [--model vit_nano_patch4_32] [--epochs 25]
         [--max-top1-drop 0.3] [--min-cosine 0.9999] [--qat-epochs 2] [--json FILE]
 
 Trains (or reuses, cached) the digits model, exports it and builds, on ONNX Runtime CPU:
@@ -101,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="vit_nano_patch4_32", help="digits model to train (cached)")
+    ap.add_argument("--epochs", type=int, default=25, help="training epochs of the digits model")
     ap.add_argument("--max-top1-drop", type=float, default=0.3)
     ap.add_argument("--min-cosine", type=float, default=0.9999)
     ap.add_argument("--qat-epochs", type=int, default=2)
     ap.add_argument("--json", help="write the table here")
     a = ap.parse_args(argv)
-    path, _ = digits_checkpoint(default_cache_dir(), model=a.model)
+    path, _ = digits_checkpoint(default_cache_dir(), model=a.model, epochs=a.epochs)
     with tempfile.TemporaryDirectory(prefix="swinedge-budget-") as work:
         table = accuracy_budget_table(
             work, path, max_top1_drop=a.max_top1_drop, min_cosine=a.min_cosine, qat_epochs=a.qat_epochs,

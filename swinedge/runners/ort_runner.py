@@ -61,7 +61,9 @@ class OnnxRuntimeRunner(Runner):
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise SwinedgeError(f"onnxruntime cannot load {self.path}: {first[:200]}") from None
         precision = self.manifest.get("precision", "unknown")
-        self.name = f"onnxruntime-{precision}" + ("-plugin" if has_plugin else "")
+        quantization = self.manifest.get("quantization") or {}
+        how = "-guarded" if "guard" in quantization else ("-qat" if "(QAT)" in str(quantization.get("tool", "")) else "")
+        self.name = f"onnxruntime-{precision}{how}" + ("-plugin" if has_plugin else "")
         return self
 
     @property
