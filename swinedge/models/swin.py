@@ -386,7 +386,43 @@ class ClassifierHead(nn.Module):
         return self.fc(self.drop(x.mean(dim=(1, 2))))  # NHWC average pool
 
 
-class SwinTransformer(nn.Module):
+class WindowedTransformer(nn.Module):
+    """What Swin V1 and V2 share around their stages: the attention backend switch, the
+    forward pass (patch_embed -> layers -> norm -> head) and the accounting. A subclass
+    names its attention module class in ``attention_module``."""
+
+    attention_module: type[nn.Module]
+
+    # -- attention backend ---------------------------------------------------------
+    def set_attention_impl(self, impl: str) -> "WindowedTransformer":
+        if impl not in ATTENTION_IMPLS:
+            raise SwinedgeError(f"unknown attention implementation '{impl}': choose one of {', '.join(ATTENTION_IMPLS)}")
+        for m in self.attention_modules():
+            m.impl = impl
+        return self
+
+    def attention_modules(self) -> list[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, self.attention_module)]
+
+    # -- forward -------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.layers(self.patch_embed(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    # -- accounting ----------------------------------------------------------------
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops(self) -> int:
+        """Multiply-accumulates of one image's forward pass (the "FLOPs" Swin papers report)."""
+        return count_macs(self.config)
+
+
+class SwinTransformer(WindowedTransformer):
+    attention_module = WindowAttention
+
     def __init__(self, config: SwinConfig) -> None:
         super().__init__()
         config.validate()
@@ -413,32 +449,6 @@ class SwinTransformer(nn.Module):
         self.norm = nn.LayerNorm(in_dim)
         self.head = ClassifierHead(in_dim, config.num_classes, config.drop_rate)
         self.apply(_init_weights)
-
-    # -- attention backend ---------------------------------------------------------
-    def set_attention_impl(self, impl: str) -> "SwinTransformer":
-        if impl not in ATTENTION_IMPLS:
-            raise SwinedgeError(f"unknown attention implementation '{impl}': choose one of {', '.join(ATTENTION_IMPLS)}")
-        for m in self.attention_modules():
-            m.impl = impl
-        return self
-
-    def attention_modules(self) -> list[WindowAttention]:
-        return [m for m in self.modules() if isinstance(m, WindowAttention)]
-
-    # -- forward -------------------------------------------------------------------
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.layers(self.patch_embed(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
-
-    # -- accounting ----------------------------------------------------------------
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def flops(self) -> int:
-        """Multiply-accumulates of one image's forward pass (the "FLOPs" Swin papers report)."""
-        return count_macs(self.config)
 
 
 def count_macs(cfg: SwinConfig) -> int:

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinedge.errors import SwinedgeError
-from swinedge.models.swin import ATTENTION_IMPLS, ClassifierHead, DropPath, Mlp, PatchEmbed, SwinConfig, count_macs
+from swinedge.models.swin import ClassifierHead, DropPath, Mlp, PatchEmbed, SwinConfig, WindowedTransformer
 from swinedge.ops.window_attention import (
     WindowGeometry,
     relative_position_index,
@@ -243,7 +243,9 @@ class SwinV2Stage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
-class SwinTransformerV2(nn.Module):
+class SwinTransformerV2(WindowedTransformer):
+    attention_module = WindowAttentionV2
+
     def __init__(self, config: SwinV2Config) -> None:
         super().__init__()
         config.validate()
@@ -268,28 +270,6 @@ class SwinTransformerV2(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-    def set_attention_impl(self, impl: str) -> "SwinTransformerV2":
-        if impl not in ATTENTION_IMPLS:
-            raise SwinedgeError(f"unknown attention implementation '{impl}': choose one of {', '.join(ATTENTION_IMPLS)}")
-        for m in self.attention_modules():
-            m.impl = impl
-        return self
-
-    def attention_modules(self) -> list[WindowAttentionV2]:
-        return [m for m in self.modules() if isinstance(m, WindowAttentionV2)]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.layers(self.patch_embed(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def flops(self) -> int:
-        return count_macs(self.config)
 
 
 def create_swinv2(name: str, **changes: Any) -> SwinTransformerV2:
