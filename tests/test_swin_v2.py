@@ -260,3 +260,14 @@ def test_logits_equal_timm(name: str) -> None:
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         np.testing.assert_allclose(ours(x).numpy(), theirs(x).numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_torch_runner_runs_swin_v2_with_the_fused_op() -> None:
+    """The fused op (CPU: its reference math) serves V2 in the torch runner too; a ViT has none."""
+    from swinedge.runners.torch_runner import TorchRunner
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with TorchRunner(MICRO) as ref, TorchRunner(MICRO, attention="fused") as fused:
+        np.testing.assert_allclose(fused.infer(x), ref.infer(x), atol=1e-5)
+    with pytest.raises(SwinedgeError, match="has no fused attention kernel"):
+        TorchRunner("vit_micro_patch8_64", attention="fused").load()

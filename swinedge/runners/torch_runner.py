@@ -37,7 +37,7 @@ class TorchRunner(Runner):
             model, self.info = self.source, {"model": "custom", "config": self.source.config.to_dict()}
         else:
             model, self.info = load_model(self.source)
-        if isinstance(model, SwinTransformer):
+        if isinstance(model, (SwinTransformer, SwinTransformerV2)):  # both have the fused kernel
             model.set_attention_impl(self.attention)
         elif self.attention != "reference":
             raise SwinedgeError(f"{self.info.get('model')} has no fused attention kernel (use --torch-attention reference)")
