@@ -154,10 +154,37 @@ def build(
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Input resolution; a multiple of 32 needs no padding."),
     adapt: bool = typer.Option(False, "--adapt", help="Resize window bias tables and replace the head when they differ from the weights."),
     seed: int = typer.Option(0, "--seed", help="Seed for parameters not taken from --weights."),
+    features: bool = typer.Option(False, "--features", help="A detection/segmentation backbone: the stage maps (NCHW), no classifier head."),
+    input_size: Optional[str] = typer.Option(None, "--input-size", help="Backbone input HEIGHTxWIDTH (default 800x1333); `export --input-size` exports other sizes."),
+    stages: Optional[str] = typer.Option(None, "--stages", help="Backbone stages returned, comma list (default all: 0,1,2,3)."),
+    stage_norms: Optional[bool] = typer.Option(
+        None, "--stage-norms/--no-stage-norms", help="Backbone: a LayerNorm per returned stage (mmdet/mmseg). Default: as the weights have it."
+    ),
 ) -> None:
     """Build a variant (optionally from pretrained weights) into a self-describing checkpoint."""
-    from swinedge.models import build_checkpoint
+    from swinedge.models import build_backbone_checkpoint, build_checkpoint
 
+    if features:
+        if num_classes is not None or img_size is not None or adapt:
+            raise SwinedgeError("--num-classes, --img-size and --adapt are for classifiers: a backbone takes --input-size and --stages")
+        result = build_backbone_checkpoint(
+            model, out_path, weights=weights, size=input_size or "800x1333", stages=stages, stage_norms=stage_norms, seed=seed
+        )
+        dropped = (result["source"] or {}).get("dropped") or {}
+        maps = ", ".join(f"{s['name']} {s['channels']}x{s['height']}x{s['width']}" for s in result["stages"])
+        out.print(
+            f"wrote {result['checkpoint']} ({result['params']:,} params, {result['model']} backbone at {result['input_size']}: {maps}) and {result['manifest']}",
+            highlight=False,
+            markup=False,
+        )
+        if dropped:
+            out.print("weights not used: " + ", ".join(f"{n} {why}" for why, n in dropped.items()), highlight=False, markup=False)
+        resized = (result["source"] or {}).get("resized_tables")
+        if resized:
+            out.print(f"{resized} window tables resized to the backbone's full window (the classifier's maps were smaller)", highlight=False, markup=False)
+        return
+    if input_size is not None or stages is not None or stage_norms is not None:
+        raise SwinedgeError("--input-size, --stages and --stage-norms are for backbones: add --features")
     result = build_checkpoint(model, out_path, weights=weights, num_classes=num_classes, img_size=img_size, adapt=adapt, seed=seed)
     out.print(
         f"wrote {result['checkpoint']} ({result['params']:,} params, {result['model']}, "
@@ -315,12 +342,15 @@ def export(
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (14..21)."),
     attention: str = typer.Option("native", "--attention", help="native: plain ONNX ops; plugin: one fused window-attention node per block."),
+    input_size: Optional[str] = typer.Option(
+        None, "--input-size", help="Backbones: export at HEIGHTxWIDTH instead of the size built (each size is its own graph)."
+    ),
 ) -> None:
     """Export FP32 ONNX (static spatial shapes, constant-folded), checked against torch on ONNX Runtime."""
     from swinedge.export import export_onnx
 
     with err.status("exporting"):
-        r = export_onnx(model, out_path, batch=batch, opset=opset, attention=attention)
+        r = export_onnx(model, out_path, batch=batch, opset=opset, attention=attention, size=input_size)
     out.print(f"wrote {r.onnx_path} in {r.seconds:.1f}s (max abs err vs torch on onnxruntime: {r.max_abs_err:.2e}) and {r.manifest_path}", highlight=False, markup=False)
 
 
@@ -387,8 +417,14 @@ def quantize(
     opts.validate()
     budget = None
     if quantize_residual or aggressive or data is not None or any(v is not None for v in (max_top1_drop, min_agreement, min_cosine)):
+        from swinedge.features import is_backbone_artifact
         from swinedge.guard import Budget
 
+        if is_backbone_artifact(onnx_path):
+            raise SwinedgeError(
+                "the guard (--quantize-residual, --aggressive, --data and the budgets) measures logits: a backbone is "
+                "quantized with the default placement and checked stage by stage with `swinedge verify`"
+            )
         budget = Budget(max_top1_drop=max_top1_drop, min_agreement=min_agreement, min_cosine=min_cosine, data=data, size=data_size)
         budget.validate()
         budget.check_source(data if data is not None else calib)
@@ -482,8 +518,9 @@ def verify(
     data: Optional[str] = typer.Option(None, "--data", help="Image folder, manifest, 'default' (bundled photos) or 'digits' (labelled)."),
     size: Optional[int] = typer.Option(None, "--size", help="Images to use (default: all; 64 for the bundled photos)."),
     max_top1_drop: float = typer.Option(MAX_TOP1_DROP, "--max-top1-drop", help="Fail when labelled top-1 drops by more points."),
-    min_cosine: float = typer.Option(MIN_COSINE, "--min-cosine", help="Fail when the mean logit cosine is lower."),
-    batch: int = typer.Option(16, "--batch", help="Inference batch size (images are read a batch at a time)."),
+    min_cosine: float = typer.Option(MIN_COSINE, "--min-cosine", help="Fail when the mean logit cosine (backbones: any stage's mean cosine) is lower."),
+    max_rel_err: Optional[float] = typer.Option(None, "--max-rel-err", help="Backbones: fail when a stage's mean relative error is higher (default 0.15)."),
+    batch: int = typer.Option(16, "--batch", help="Inference batch size (images are read a batch at a time; backbones: 4)."),
     labels: Optional[Path] = LABELS_OPTION,
     resize: Optional[int] = RESIZE_OPTION,
     interpolation: Optional[str] = INTERPOLATION_OPTION,
@@ -491,9 +528,40 @@ def verify(
     std: Optional[str] = STD_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Compare a candidate with the float reference on the same images; exit 1 when a threshold fails."""
+    """Compare a candidate with the float reference on the same images; exit 1 when a threshold fails.
+
+    Backbones (`build --features`) are compared stage by stage: cosine and relative error
+    of every stage map, no labels needed."""
+    from swinedge.features import MAX_STAGE_REL_ERR, is_backbone_artifact, verify_features
     from swinedge.verify import verify as run_verify
 
+    if is_backbone_artifact(candidate):
+        if labels is not None or resize is not None:
+            raise SwinedgeError("--labels and --resize are for classifiers: a backbone is compared stage by stage, resized to fit its input")
+        with ProgressReport("verifying backbone (images)") as progress:
+            freport = verify_features(
+                reference,
+                candidate,
+                data=data,
+                size=size,
+                min_cosine=min_cosine,
+                max_rel_err=MAX_STAGE_REL_ERR if max_rel_err is None else max_rel_err,
+                batch=min(batch, 4) if batch == 16 else batch,
+                preprocess_overrides=preprocess_overrides(None, interpolation, mean, std),
+                on_start=progress.start,
+                on_batch=progress.advance,
+                warn=warn,
+            )
+        if as_json:
+            print_json(freport.to_dict())
+        else:
+            print_feature_table(freport)
+        if not freport.passed:
+            err.print(f"[bold red]FAILED:[/] {escape('; '.join(freport.failures))}", highlight=False)
+            raise typer.Exit(1)
+        return
+    if max_rel_err is not None:
+        raise SwinedgeError("--max-rel-err is for backbones (stage maps); a classifier is judged by --min-cosine and --max-top1-drop")
     with ProgressReport("verifying (images)") as progress:
         report = run_verify(
             reference,
@@ -516,6 +584,25 @@ def verify(
     if not report.passed:
         err.print(f"[bold red]FAILED:[/] {escape('; '.join(report.failures))}", highlight=False)
         raise typer.Exit(1)
+
+
+def print_feature_table(report: Any) -> None:
+    table = Table(title=f"{report.candidate} vs {report.reference}", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("stage", "shape", "cosine mean", "cosine min", "rel err mean", "rel err max", "max abs"):
+        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
+    for s in report.stages:
+        table.add_row(
+            s["stage"],
+            "x".join(str(d) for d in s["shape"]),
+            f"{s['cosine_mean']:.6f}",
+            f"{s['cosine_min']:.6f}",
+            f"{s['rel_err_mean']:.4f}",
+            f"{s['rel_err_max']:.4f}",
+            f"{s['max_abs_err']:.4g}",
+        )
+    out.print(table)
+    images = report.stages[0]["images"] if report.stages else 0
+    out.print(f"{images} images ({report.data['source']}); result: " + ("[green]PASS[/]" if report.passed else "[red]FAIL[/]"), highlight=False)
 
 
 def print_verify_table(report: Any) -> None:

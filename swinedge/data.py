@@ -143,6 +143,90 @@ class Preprocess:
         return ((arr - mean) / std).transpose(2, 0, 1).copy()
 
 
+@dataclass(frozen=True)
+class FitPadPreprocess:
+    """Detection/segmentation eval transform for a fixed (height, width) input: resize
+    keeping the aspect ratio so the image fits inside, normalise, zero-pad at the
+    bottom/right (mmdet's keep-ratio resize with its pad after normalisation)."""
+
+    height: int
+    width: int
+    interpolation: str = "bilinear"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    channels: int = 3
+
+    @property
+    def img_size(self) -> int:
+        return max(self.height, self.width)
+
+    @property
+    def resize_size(self) -> int:
+        return self.img_size
+
+    @classmethod
+    def from_spec(cls, size: tuple[int, int] | list[int], channels: int, spec: dict | None) -> "FitPadPreprocess":
+        spec = spec or {}
+        return cls(
+            int(size[0]),
+            int(size[1]),
+            interpolation=spec.get("interpolation", "bilinear"),
+            mean=tuple(spec.get("mean", IMAGENET_MEAN)),
+            std=tuple(spec.get("std", IMAGENET_STD)),
+            channels=int(channels),
+        )
+
+    def with_overrides(
+        self,
+        *,
+        resize: int | None = None,
+        interpolation: str | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+    ) -> "FitPadPreprocess":
+        """A copy with interpolation/mean/std replaced; a backbone's input is resized to
+        fit its size, so ``--resize`` is refused."""
+        import dataclasses
+
+        if resize is not None:
+            raise SwinedgeError(f"--resize does not apply to a backbone: images are resized to fit {self.height}x{self.width} and padded")
+        checked = Preprocess(self.img_size, channels=self.channels).with_overrides(interpolation=interpolation, mean=mean, std=std)
+        changes = {k: getattr(checked, k) for k, v in dict(interpolation=interpolation, mean=mean, std=std).items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    def spec(self) -> dict:
+        return {"mode": "fit-pad", "size": [self.height, self.width], "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
+
+    def __call__(self, image: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
+        from PIL import Image
+
+        resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[self.interpolation]
+        image = image.convert("L" if self.channels == 1 else "RGB")
+        w, h = image.size
+        scale = min(self.height / h, self.width / w)
+        nw, nh = max(1, min(self.width, round(w * scale))), max(1, min(self.height, round(h * scale)))
+        arr = np.asarray(image.resize((nw, nh), resample), dtype=np.float32) / 255.0
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if self.channels > arr.shape[2]:
+            arr = np.repeat(arr, self.channels, axis=2)
+        mean = np.asarray(self.mean[: self.channels], dtype=np.float32)
+        std = np.asarray(self.std[: self.channels], dtype=np.float32)
+        out = np.zeros((self.channels, self.height, self.width), dtype=np.float32)
+        out[:, :nh, :nw] = ((arr - mean) / std).transpose(2, 0, 1)
+        return out
+
+
+def preprocess_for_spec(spec: dict) -> "Preprocess | FitPadPreprocess":
+    """The preprocessing an artifact's input spec asks for: ``img_size``, ``in_chans``,
+    ``preprocess`` and, for a backbone, ``input_size`` (height, width)."""
+    pre = spec.get("preprocess") or {}
+    if spec.get("input_size") or pre.get("mode") == "fit-pad":
+        size = spec.get("input_size") or pre.get("size")
+        return FitPadPreprocess.from_spec(size, spec.get("in_chans", 3), pre)
+    return Preprocess.from_spec(spec["img_size"], spec.get("in_chans", 3), pre)
+
+
 @dataclass
 class ImageSet:
     """Preprocessed images ``[N, C, H, W]`` float32 held in memory (calibration sets,
@@ -165,7 +249,9 @@ class ImageSet:
 
 def _describe(source: str, count: int, labelled: bool, skipped: int, preprocess: Preprocess | None) -> dict:
     out = {"source": source, "count": count, "labelled": labelled, "skipped": skipped}
-    if preprocess is not None:
+    if isinstance(preprocess, FitPadPreprocess):
+        out["preprocess"] = preprocess.spec()
+    elif preprocess is not None:
         out["preprocess"] = {
             "resize": preprocess.resize_size,
             "crop": preprocess.img_size,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -123,6 +123,31 @@ class BuildOptions:
             raise SwinedgeError(f"--max-batch must be <= {MAX_PROFILE_BATCH}, got {hi}")
         if self.plugin not in PLUGIN_MODES:
             raise SwinedgeError(f"--plugin must be one of {', '.join(PLUGIN_MODES)}, got '{self.plugin}'")
+
+
+# A detector's backbone at 800x1333 holds ~60 MB of stage maps per image in FP16: its
+# default profile is small batches (detectors run 1-2 images per step).
+BACKBONE_PROFILE = (1, 2, 8)
+
+
+def check_input_covered(manifest: dict[str, Any], shape: tuple[int, ...]) -> None:
+    """A batch of ``shape`` [N, C, H, W] lies inside the plan's profile, or a one-line error
+    naming what the plan takes and how to get one for this input."""
+    profile = manifest.get("profile") or {}
+    lo, hi = profile.get("min"), profile.get("max")
+    if not lo or not hi:
+        return
+    if tuple(shape[1:]) != tuple(lo[1:]) or tuple(shape[1:]) != tuple(hi[1:]):
+        want = "x".join(str(d) for d in lo[2:])
+        got = "x".join(str(d) for d in shape[2:])
+        how = (
+            f"`swinedge export BACKBONE --input-size {got}`, then build-engine"
+            if manifest.get("task") == "backbone"
+            else "export the model at that size, then build-engine"
+        )
+        raise SwinedgeError(f"the engine takes {lo[1]}x{want} inputs (its profile), got {shape[1]}x{got}: build one for that size ({how})")
+    if not lo[0] <= shape[0] <= hi[0]:
+        raise SwinedgeError(f"batch {shape[0]} is outside the engine's profile {lo[0]}..{hi[0]}: rebuild with --min-batch/--max-batch")
 
 
 def profile_shapes(input_shape: list, opts: BuildOptions) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -288,6 +313,8 @@ def build_engine(
     gpu, cc = gpu_identity()
     version = TrtVersion.parse(trt.__version__)
     say = status or (lambda _m: None)
+    if info.get("task") == "backbone" and not opts.batch_given:
+        opts = replace(opts, min_batch=BACKBONE_PROFILE[0], opt_batch=BACKBONE_PROFILE[1], max_batch=BACKBONE_PROFILE[2])
     shapes = profile_shapes(info["input"]["shape"], opts)
     has_plugin = bool(plugin_nodes(proto))
     blockers = plugin_blockers(PluginEnvironment.detect(trt, cc)) if opts.plugin != "off" else []
@@ -354,6 +381,7 @@ def build_engine(
             onnx={"file": Path(onnx_path).name, "sha256": sha256_file(onnx_path)},
             input=info.get("input"),
             preprocess=info.get("preprocess"),
+            **{k: info[k] for k in ("task", "outputs", "input_size", "output") if k in info},
             tensorrt={"version": str(version), "gpu": gpu, "compute_capability": cc, "strongly_typed": True},
             profile={"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
             plugin={"used": use_plugin, "note": note},

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from swinedge.data import Preprocess, check_image_source, open_images
+from swinedge.data import check_image_source, open_images, preprocess_for_spec
 from swinedge.errors import SwinedgeError
 from swinedge.io import private_workspace
 
@@ -212,7 +212,7 @@ def error_map(
         stack.enter_context(cand_runner)
         check_same_model(ref_runner.input_spec, cand_runner.input_spec, str(candidate))
         spec = ref_runner.input_spec
-        preprocess = Preprocess.from_spec(spec["img_size"], spec.get("in_chans", 3), spec.get("preprocess"))
+        preprocess = preprocess_for_spec(spec)
         images = open_images(data, preprocess, size=size, seed=seed, labelled=False)
         if on_start is not None:
             on_start(len(images))

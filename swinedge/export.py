@@ -17,7 +17,8 @@ import torch
 from swinedge.errors import SwinedgeError
 from swinedge.io import refuse_output_over_input, require_file
 from swinedge.manifest import artifact_with_manifest, manifest_path, read_manifest
-from swinedge.models import SwinTransformer, SwinTransformerV2, VisionTransformer, load_model
+from swinedge.models import SwinBackbone, SwinTransformer, SwinTransformerV2, VisionTransformer, load_model
+from swinedge.models.backbone import format_size, parse_size
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -59,16 +60,21 @@ def export_onnx(
     attention: str = "native",
     info: dict[str, Any] | None = None,
     check_batch: int = 2,
+    size: str | tuple[int, int] | None = None,
 ) -> ExportResult:
     """Export ``source`` (variant name, self-describing checkpoint or model) to ONNX.
 
     The graph is constant-folded and checked: it must pass ``onnx.checker`` and match the
     torch model on ONNX Runtime CPU; the measured max abs error is kept in the manifest.
+
+    A backbone (``swinedge build --features``) exports one output per selected stage,
+    ``stage{i}`` NCHW, at the size it was built for or at ``size`` (``"HxW"``): every
+    block's window geometry is fixed by the input size, so each size is its own graph.
     """
     out = Path(out)
     if out.suffix != ".onnx":
         raise SwinedgeError(f"--out {out}: use a file name ending in .onnx")
-    given_model = isinstance(source, (SwinTransformer, SwinTransformerV2, VisionTransformer))
+    given_model = isinstance(source, (SwinTransformer, SwinTransformerV2, VisionTransformer, SwinBackbone))
     if not given_model:
         refuse_output_over_input(out, source)
     if attention not in ATTENTION_MODES:
@@ -76,12 +82,18 @@ def export_onnx(
     if not 14 <= opset <= 21:
         raise SwinedgeError(f"--opset {opset} is outside the supported range 14..21 (17 is the default)")
     static_batch = parse_batch(batch)
+    input_size = parse_size(size) if isinstance(size, str) else size
     if given_model:
+        if input_size is not None:
+            raise SwinedgeError("size is given by the model object itself; pass a checkpoint to export at another size")
         model = source.eval()
         info = info or {"model": "custom", "config": model.config.to_dict(), "source": None}
     else:
-        model, info = load_model(source)
+        model, info = load_model(source, input_size=input_size)
     cfg = model.config
+    backbone = isinstance(model, SwinBackbone)
+    height, width = cfg.input_size if backbone else (cfg.img_size, cfg.img_size)
+    output_names = cfg.output_names() if backbone else [OUTPUT_NAME]
     if attention == "plugin" and isinstance(model, VisionTransformer):
         raise SwinedgeError(
             f"{info['model']} is a ViT: its attention is global, not windowed, so there is no plugin for it; "
@@ -94,10 +106,10 @@ def export_onnx(
     else:
         context = contextlib.nullcontext()
     n = static_batch or check_batch
-    dummy = torch.randn(n, cfg.in_chans, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(0))
+    dummy = torch.randn(n, cfg.in_chans, height, width, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # warm weight-only caches (Swin V2's bias tables): exported as constants
         model(dummy[:1])
-    dynamic_axes = None if static_batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    dynamic_axes = None if static_batch else {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
     start = time.perf_counter()
     with artifact_with_manifest("onnx", out) as pending:
         tmp = pending.path
@@ -108,7 +120,7 @@ def export_onnx(
                 (dummy,),
                 str(tmp),
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=output_names,
                 dynamic_axes=dynamic_axes,
                 opset_version=opset,
                 do_constant_folding=True,
@@ -127,9 +139,24 @@ def export_onnx(
             raise SwinedgeError(f"export left {len(leftover)} Shape ops in the graph; this is a swinedge bug, please report it")
         seconds = time.perf_counter() - start
         with torch.no_grad():
-            expected = model(dummy).numpy()
-        got = run_onnx_cpu(tmp, dummy.numpy(), attention == "plugin")
-        max_abs = float(np.abs(got - expected).max())
+            expected = model(dummy)
+        expected = [t.numpy() for t in expected] if backbone else [expected.numpy()]
+        got = run_onnx_cpu(tmp, dummy.numpy(), attention == "plugin", all_outputs=True)
+        max_abs = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+        batch_dim = "batch" if static_batch is None else static_batch
+        if backbone:
+            from swinedge.data import FitPadPreprocess
+
+            task_fields: dict[str, Any] = {
+                "task": "backbone",
+                "outputs": [
+                    {"name": name, "shape": [batch_dim, c, h, w]} for name, (c, h, w) in zip(output_names, cfg.stage_shapes())
+                ],
+                "preprocess": FitPadPreprocess(height, width).spec(),
+                "input_size": format_size(cfg.input_size),
+            }
+        else:
+            task_fields = {"output": {"name": OUTPUT_NAME, "classes": cfg.num_classes}, "preprocess": preprocess_spec(cfg.img_size, info.get("model"))}
         pending.fields.update(
             model=info["model"],
             config=cfg.to_dict(),
@@ -138,9 +165,8 @@ def export_onnx(
             attention=attention,
             batch="dynamic" if static_batch is None else static_batch,
             opset=opset,
-            input={"name": INPUT_NAME, "shape": ["batch" if static_batch is None else static_batch, cfg.in_chans, cfg.img_size, cfg.img_size]},
-            output={"name": OUTPUT_NAME, "classes": cfg.num_classes},
-            preprocess=preprocess_spec(cfg.img_size, info.get("model")),
+            input={"name": INPUT_NAME, "shape": [batch_dim, cfg.in_chans, height, width]},
+            **task_fields,
             parity={"runtime": "onnxruntime-cpu", "batch": n, "max_abs_err": max_abs},
         )
     manifest = pending.manifest
@@ -194,7 +220,9 @@ def preprocess_spec(img_size: int, model: str | None = None) -> dict[str, Any]:
     }
 
 
-def run_onnx_cpu(path: str | Path, x: np.ndarray, with_plugin: bool = False) -> np.ndarray:
+def run_onnx_cpu(path: str | Path, x: np.ndarray, with_plugin: bool = False, all_outputs: bool = False) -> Any:
+    """The first output of the graph at ``path`` for ``x`` (every output, in graph order,
+    with ``all_outputs``), on ONNX Runtime CPU."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -204,7 +232,8 @@ def run_onnx_cpu(path: str | Path, x: np.ndarray, with_plugin: bool = False) -> 
 
         register_ort_custom_ops(opts)
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    outs = sess.run(None, {sess.get_inputs()[0].name: x})
+    return outs if all_outputs else outs[0]
 
 
 def load_onnx(path: str | Path) -> onnx.ModelProto:
@@ -243,7 +272,8 @@ def onnx_info(path: str | Path, proto: onnx.ModelProto | None = None) -> dict[st
 def _check_onnx_manifest(info: dict[str, Any], path: str | Path, described: str) -> None:
     inp = info.get("input")
     shape = inp.get("shape") if isinstance(inp, dict) else None
-    if not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]) or shape[2] != shape[3]:
+    square = info.get("task") == "backbone" or (isinstance(shape, list) and len(shape) == 4 and shape[2] == shape[3])
+    if not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]) or not square:
         raise SwinedgeError(
             f"{path}: {described} {shape if shape is not None else inp!r}, not an image batch [N, C, H, W] with a square size: "
             "swinedge takes graphs of image classifiers (re-create it with swinedge export)"

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import onnx
 
-from swinedge.data import ImageSet, ImageStream, Preprocess, check_image_source, open_images, tile_batch
+from swinedge.data import ImageSet, ImageStream, check_image_source, open_images, preprocess_for_spec, tile_batch
 from swinedge.defaults import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION
 from swinedge.errors import MissingDependencyError, SwinedgeError
 from swinedge.export import load_onnx, onnx_info
@@ -237,8 +237,10 @@ def calibration_set_for(
     check_image_source(calib, "--calib")
     info = onnx_info(onnx_path)
     shape = info["input"]["shape"]
-    preprocess = Preprocess.from_spec(int(shape[2]), int(shape[1]), info.get("preprocess"))
-    preprocess = preprocess.with_overrides(**(preprocess_overrides or {}))
+    spec = {"img_size": int(shape[2]), "in_chans": int(shape[1]), "preprocess": info.get("preprocess")}
+    if info.get("task") == "backbone":
+        spec["input_size"] = (int(shape[2]), int(shape[3]))
+    preprocess = preprocess_for_spec(spec).with_overrides(**(preprocess_overrides or {}))
     return open_images(calib, preprocess, size=size, seed=seed, labelled=False)
 
 
@@ -360,6 +362,7 @@ def quantize_onnx(
             input=base.get("input"),
             output=base.get("output"),
             preprocess=base.get("preprocess"),
+            **{k: base[k] for k in ("task", "outputs", "input_size") if k in base},
             quantization={
                 "tool": "modelopt.onnx.autocast" if opts.precision == "fp16" else "modelopt.onnx.quantization",
                 "keep_high_precision": list(opts.kept_op_types),

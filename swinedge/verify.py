@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from swinedge.data import MAX_IMAGES, ImageStream, check_image_source, Preprocess, open_images, read_class_names, tile_batch
+from swinedge.data import MAX_IMAGES, ImageStream, check_image_source, Preprocess, open_images, preprocess_for_spec, read_class_names, tile_batch
 from swinedge.defaults import MAX_TOP1_DROP, MIN_COSINE
 from swinedge.errors import SwinedgeError
 from swinedge.runners import Runner, open_runner
@@ -158,7 +158,7 @@ def preprocess_for(runner: Runner) -> Preprocess:
     spec = runner.input_spec
     if not spec.get("img_size"):
         raise SwinedgeError(f"cannot tell the input size of {runner.name}: give a swinedge artifact (with its manifest)")
-    return Preprocess.from_spec(spec["img_size"], spec.get("in_chans", 3), spec.get("preprocess"))
+    return preprocess_for_spec(spec)
 
 
 @dataclass

@@ -55,3 +55,31 @@ def test_logits_equal_timm_padded_size() -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         torch.testing.assert_close(ours(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(640, 640), (800, 1344)])
+def test_backbone_stages_equal_timm_features_only(size: tuple[int, int], tmp_path) -> None:
+    """A timm ``features_only`` Swin-T state dict, through ``swinedge build --features``,
+    gives timm's four stage maps (timm returns NHWC; swinedge NCHW) at detection sizes.
+    1344, not 1333: timm needs a patch multiple, swinedge pads one itself."""
+    import timm
+
+    from swinedge.models import build_backbone_checkpoint, load_model
+
+    device = "cuda"
+    torch.manual_seed(0)
+    ref = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, features_only=True, out_indices=(0, 1, 2, 3), img_size=size)
+    ref = ref.eval().to(device)
+    torch.save(ref.state_dict(), tmp_path / "timm_features.pth")
+    result = build_backbone_checkpoint("swin_tiny_patch4_window7_224", tmp_path / "bb.pt", weights=tmp_path / "timm_features.pth", size=size)
+    assert result["source"]["layout"] == "timm-features" and result["config"]["stage_norms"] is False
+    ours, _ = load_model(tmp_path / "bb.pt")
+    ours = ours.to(device)
+    x = torch.randn(1, 3, *size, device=device)
+    with torch.no_grad():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        expected, got = ref(x), ours(x)
+    assert len(got) == len(expected) == 4
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e.permute(0, 3, 1, 2), atol=1e-4, rtol=1e-4)

@@ -12,6 +12,7 @@ from swinedge.errors import SwinedgeError
 from swinedge.io import refuse_output_over_input
 from swinedge.manifest import artifact_with_manifest, manifest_path
 from swinedge.models import swin_v2, vit
+from swinedge.models.backbone import BackboneConfig, SwinBackbone, detect_layout, format_size, parse_size
 from swinedge.models.checkpoint import (
     checkpoint_filter_fn,
     config_from_dict,
@@ -29,6 +30,9 @@ from swinedge.models.swin_v2 import SWINV2_SPECS, SwinTransformerV2, SwinV2Confi
 from swinedge.models.vit import VIT_SPECS, ViTConfig, VisionTransformer
 
 __all__ = [
+    "BackboneConfig",
+    "SwinBackbone",
+    "build_backbone_checkpoint",
     "MODEL_SPECS",
     "SWINV2_SPECS",
     "SwinConfig",
@@ -124,3 +128,77 @@ def build_checkpoint(
         "source": source,
     }
 
+
+
+def _stage_indices(text: str | None, stages: int) -> tuple[int, ...]:
+    if text is None or str(text).strip().lower() == "all":
+        return tuple(range(stages))
+    parts = [p.strip() for p in str(text).split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise SwinedgeError(f"--stages '{text}': give stage numbers 0..{stages - 1}, comma-separated, e.g. 0,1,2,3")
+    idx = sorted(set(int(p) for p in parts))
+    if idx[-1] >= stages:
+        raise SwinedgeError(f"--stages '{text}': the model has stages 0..{stages - 1}")
+    return tuple(idx)
+
+
+def build_backbone_checkpoint(
+    model: str,
+    out: str | Path,
+    *,
+    weights: str | Path | None = None,
+    size: str | tuple[int, int] = (800, 1333),
+    stages: str | None = None,
+    stage_norms: bool | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A Swin V1/V2 variant as a backbone (stage maps at ``size``), weights from a
+    detector/segmentor, a timm ``features_only`` model or a classifier; checkpoint +
+    manifest. ``stage_norms`` None: on when the weights carry per-stage norms."""
+    out = Path(out)
+    if out.suffix not in (".pt", ".pth", ".safetensors"):
+        raise SwinedgeError(f"--out {out}: use a .pt, .pth or .safetensors file name")
+    refuse_output_over_input(out, weights)
+    if not 0 <= seed < 2**63:
+        raise SwinedgeError(f"--seed must be 0..2^63-1, got {seed}")
+    spec = get_spec(model)
+    if not isinstance(spec.config, SwinConfig):
+        raise SwinedgeError(f"{spec.name} is a ViT: --features builds Swin V1/V2 backbones only (multi-scale stages)")
+    input_size = parse_size(size) if isinstance(size, str) else tuple(size)
+    out_indices = _stage_indices(stages, len(spec.config.depths))
+    detection = False  # weights trained in mmdet / Microsoft's detection code
+    if weights is not None:
+        raw_state = read_checkpoint(weights)
+        inner = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in raw_state.state_dict.items()}
+        detection = detect_layout(inner) in ("mmdet", "official-detection")
+        if stage_norms is None:
+            stage_norms = detection
+    pad_first = detection and not isinstance(spec.config, SwinV2Config)
+    cfg = BackboneConfig(spec.config, input_size, out_indices, bool(stage_norms), pad_first)
+    torch.manual_seed(seed)
+    net = SwinBackbone(cfg)
+    source = None
+    if weights is not None:
+        raw = load_weights(net, weights)
+        source = {
+            "file": raw.path.name,
+            "sha256": raw.sha256,
+            "layout": raw.meta["layout"],
+            "dropped": raw.meta["dropped"],
+            "resized_tables": raw.meta["resized_tables"],
+        }
+    with artifact_with_manifest("checkpoint", out) as pending:
+        save_checkpoint(net, out, name=spec.name, source=source, into=pending.path)
+        pending.fields.update(model=spec.name, task="backbone", config=cfg.to_dict(), source=source, params=net.num_params())
+    manifest = pending.manifest
+    return {
+        "checkpoint": str(out),
+        "manifest": str(manifest_path(out)),
+        "model": spec.name,
+        "task": "backbone",
+        "params": manifest["params"],
+        "config": manifest["config"],
+        "stages": [{"name": n, "channels": c, "height": h, "width": w} for n, (c, h, w) in zip(cfg.output_names(), cfg.stage_shapes())],
+        "source": source,
+        "input_size": format_size(input_size),
+    }

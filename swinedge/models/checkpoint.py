@@ -31,12 +31,13 @@ from swinedge.errors import SwinedgeError
 from swinedge.io import atomic_path, require_file, sha256_file
 from swinedge.manifest import manifest_path, read_manifest
 from swinedge.models import swin_v2, vit
+from swinedge.models.backbone import BackboneConfig, SwinBackbone, backbone_filter_fn, is_detection_state_dict
 from swinedge.models.swin import MODEL_SPECS, SwinConfig, SwinTransformer
 from swinedge.models.swin_v2 import SWINV2_SPECS, SwinTransformerV2, SwinV2Config
 from swinedge.models.vit import VIT_SPECS, ViTConfig, VisionTransformer
 
-Model = SwinTransformer | SwinTransformerV2 | VisionTransformer
-Config = SwinConfig | SwinV2Config | ViTConfig
+Model = SwinTransformer | SwinTransformerV2 | VisionTransformer | SwinBackbone
+Config = SwinConfig | SwinV2Config | ViTConfig | BackboneConfig
 
 CHECKPOINT_FORMAT = 1
 _META_KEY = "swinedge"
@@ -188,6 +189,9 @@ def load_state_dict_strict(model: Model, state_dict: dict[str, torch.Tensor], so
 
 
 def _describe(cfg: Config) -> str:
+    if isinstance(cfg, BackboneConfig):
+        t = cfg.trunk
+        return f"the backbone (embed_dim {t.embed_dim}, depths {list(t.depths)}, stages {list(cfg.out_indices)}, stage norms {'on' if cfg.stage_norms else 'off'})"
     if isinstance(cfg, ViTConfig):
         return f"the model (ViT, embed_dim {cfg.embed_dim}, depth {cfg.depth}, {cfg.num_classes} classes)"
     return f"the model (embed_dim {cfg.embed_dim}, depths {list(cfg.depths)}, {cfg.num_classes} classes)"
@@ -211,6 +215,8 @@ def find_spec(name: str) -> Any | None:
 def config_from_dict(d: dict[str, Any]) -> Config:
     """A saved model config of either family (Swin configs carry no family key)."""
     family = d.get("family") if isinstance(d, dict) else None
+    if family == "backbone":
+        return BackboneConfig.from_dict(d)
     if family == "vit":
         return ViTConfig.from_dict(d)
     if family == "swinv2":
@@ -219,6 +225,8 @@ def config_from_dict(d: dict[str, Any]) -> Config:
 
 
 def model_from_config(cfg: Config) -> Model:
+    if isinstance(cfg, BackboneConfig):
+        return SwinBackbone(cfg)
     if isinstance(cfg, ViTConfig):
         return VisionTransformer(cfg)
     if isinstance(cfg, SwinV2Config):  # before SwinConfig: a V2 config is one
@@ -237,11 +245,28 @@ def _family_of_state(state: dict[str, torch.Tensor]) -> str | None:
 
 
 def _family_of_model(model: Model) -> str:
+    if isinstance(model, SwinBackbone):
+        return "Swin V2" if isinstance(model.config.trunk, SwinV2Config) else "Swin"
     return "ViT" if isinstance(model, VisionTransformer) else "Swin V2" if isinstance(model, SwinTransformerV2) else "Swin"
 
 
 def load_weights(model: Model, path: str | Path, *, adapt: bool = False) -> RawCheckpoint:
+    """Load ``path`` into ``model`` (strict, after layout conversion). A backbone's
+    conversion keeps what it dropped, by reason, in ``raw.meta["dropped"]``."""
     raw = read_checkpoint(path)
+    if isinstance(model, SwinBackbone):
+        weights = backbone_filter_fn(raw.state_dict, model)
+        family, wanted = _family_of_state(weights.state_dict), _family_of_model(model)
+        if family is not None and family != wanted:
+            raise SwinedgeError(f"{raw.path} holds {family} weights, not {wanted}: choose a {family} model name (see `swinedge models`)")
+        load_state_dict_strict(model, weights.state_dict, str(raw.path))
+        raw.meta = {**(raw.meta or {}), "layout": weights.layout, "dropped": weights.dropped, "resized_tables": weights.resized_tables}
+        return raw
+    if is_detection_state_dict(raw.state_dict) and not isinstance(model, VisionTransformer):
+        raise SwinedgeError(
+            f"{raw.path} holds a detection/segmentation backbone (no classifier head 'head.fc.weight'): "
+            "build it with --features, or give a classifier checkpoint"
+        )
     family = _family_of_state(raw.state_dict)
     wanted = _family_of_model(model)
     if family is not None and family != wanted:
@@ -283,17 +308,22 @@ def save_checkpoint(
 NAME_INIT_SEED = 0
 
 
-def load_model(model_or_checkpoint: str | Path, *, map_location: str = "cpu") -> tuple[Model, dict[str, Any]]:
+def load_model(
+    model_or_checkpoint: str | Path, *, map_location: str = "cpu", input_size: tuple[int, int] | None = None
+) -> tuple[Model, dict[str, Any]]:
     """A variant name or a self-describing checkpoint -> (model in eval, info).
 
     A bare variant name means random weights drawn with a fixed seed, so the same name
     is the same model in every command (export, verify, benchmark agree with each other).
     ``info`` has ``model`` (variant name), ``config``, and ``source`` (file and hash).
+    ``input_size``: a backbone checkpoint built for another (height, width).
     """
     s = str(model_or_checkpoint)
     path = Path(s)
     if not path.exists() and not any(sep in s for sep in ("/", "\\")) and path.suffix == "":
         spec = get_spec(s)
+        if input_size is not None:
+            raise SwinedgeError(f"{s} is a classifier: --size is for backbones (build one with `swinedge build {s} --features`)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(NAME_INIT_SEED)
             model = model_from_config(spec.config).eval()
@@ -305,7 +335,14 @@ def load_model(model_or_checkpoint: str | Path, *, map_location: str = "cpu") ->
             f"{path} does not describe its architecture: run `swinedge build MODEL --weights {path} --out FILE` first"
         )
     cfg = config_from_dict(raw.meta["config"])
-    model = model_from_config(replace(cfg, drop_path_rate=0.0))
+    if isinstance(cfg, BackboneConfig):
+        if input_size is not None:
+            cfg = cfg.at_size(input_size)
+        model = model_from_config(replace(cfg, trunk=replace(cfg.trunk, drop_path_rate=0.0)))
+    elif input_size is not None:
+        raise SwinedgeError(f"{path} is a classifier: --size is for backbones (build one with `swinedge build MODEL --features`)")
+    else:
+        model = model_from_config(replace(cfg, drop_path_rate=0.0))
     load_state_dict_strict(model, raw.state_dict, str(path))
     model.eval().to(map_location)
     info = {

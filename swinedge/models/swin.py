@@ -122,21 +122,47 @@ class SwinConfig:
             raise SwinedgeError(f"unknown model config keys {sorted(unknown)}: the file was written by another tool")
         return cls(**d)
 
-    def stage_geometries(self) -> list[list[WindowGeometry]]:
-        """Attention geometry of every block, stage by stage (timm's window clamping)."""
+    def stage_geometries(self, input_size: tuple[int, int] | None = None) -> list[list[WindowGeometry]]:
+        """Attention geometry of every block, stage by stage (timm's window clamping).
+
+        ``input_size`` (height, width) is a backbone's input, padded at the bottom/right to
+        the patch multiple; default the square ``img_size``. A stage whose feature map is
+        no larger than the window in both directions and square gets one clamped window
+        and no shift (timm, official); one smaller than the window in one direction only
+        would need a per-axis window, which the fused kernel does not take: refused.
+        """
+        height, width = input_size or (self.img_size, self.img_size)
+        res_h, res_w = -(-height // self.patch_size), -(-width // self.patch_size)
         out = []
-        res = self.img_size // self.patch_size
         for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
             if i > 0:
-                res = (res + 1) // 2
+                res_h, res_w = (res_h + 1) // 2, (res_w + 1) // 2
             dim = self.embed_dim * 2**i
-            window = min(self.window_size, res)
+            shifted = min(res_h, res_w) > self.window_size
+            if not shifted and res_h != res_w:
+                raise SwinedgeError(
+                    f"input {height}x{width}: stage {i} is {res_h}x{res_w} tokens, smaller than the window "
+                    f"({self.window_size}) on one side only; use at least {min_backbone_side(self)} px on each side, or a square input"
+                )
+            window = min(self.window_size, res_h, res_w)
             stage = []
             for j in range(depth):
-                shift = 0 if (j % 2 == 0 or res <= self.window_size) else self.window_size // 2
-                stage.append(WindowGeometry(res, res, window, shift, heads, dim // heads))
+                shift = self.window_size // 2 if (j % 2 == 1 and shifted) else 0
+                stage.append(WindowGeometry(res_h, res_w, window, shift, heads, dim // heads))
             out.append(stage)
         return out
+
+
+def min_backbone_side(cfg: "SwinConfig") -> int:
+    """The smallest input side (px) whose last stage is wider than the window."""
+    side = 1
+    while True:
+        res = -(-side // cfg.patch_size)  # the input is padded to the patch multiple
+        for _ in range(len(cfg.depths) - 1):
+            res = (res + 1) // 2  # odd maps are padded before merging
+        if res > cfg.window_size:
+            return side
+        side += 1
 
 
 @dataclass(frozen=True)
@@ -240,23 +266,27 @@ class PatchEmbed(nn.Module):
 class PatchMerging(nn.Module):
     """2x2 neighbour concat + LayerNorm + Linear; odd sizes are zero-padded first."""
 
-    def __init__(self, dim: int, out_dim: int, resolution: int) -> None:
+    def __init__(self, dim: int, out_dim: int, resolution: tuple[int, int]) -> None:
         super().__init__()
         self.dim = dim
-        self.resolution = resolution  # static: exported graphs get no Shape chains
+        self.resolution = resolution  # (h, w), static: exported graphs get no Shape chains
         self.norm = nn.LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = w = self.resolution
-        pad = h % 2
-        if pad:
-            x = F.pad(x, (0, 0, 0, pad, 0, pad))
-            h, w = h + pad, w + pad
+        x, h, w = pad_to_even(x, *self.resolution)
         # Channel order (h0w0, h1w0, h0w1, h1w1) is the official x0, x1, x2, x3 concat.
         x = x.reshape(-1, h // 2, 2, w // 2, 2, self.dim).permute(0, 1, 3, 4, 2, 5)
         x = x.reshape(-1, h // 2, w // 2, 4 * self.dim)
         return self.reduction(self.norm(x))
+
+
+def pad_to_even(x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, int, int]:
+    """Zero-pad an NHWC map of odd height or width at the bottom/right (timm, mmdet)."""
+    pad_h, pad_w = h % 2, w % 2
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return x, h + pad_h, w + pad_w
 
 
 class Mlp(nn.Module):
@@ -335,41 +365,65 @@ class WindowAttention(nn.Module):
         return self.proj(out)
 
 
+def attention_geometry(g: WindowGeometry, pad_first: bool) -> WindowGeometry:
+    """The geometry a block's attention runs at. timm shifts the map, then pads it to the
+    window multiple; mmdet and Microsoft's detection code pad first and shift the padded
+    map, which differs when a shifted block needs padding. With ``pad_first`` such a block
+    zero-pads its normalized input to the window multiple itself (its padded tokens' qkv
+    is then the qkv bias, as there) and its attention runs on the padded map, where the
+    two orders agree: the fused kernel and the plugin need no second order."""
+    if pad_first and g.shift and (g.padded_height != g.height or g.padded_width != g.width):
+        return replace(g, height=g.padded_height, width=g.padded_width)
+    return g
+
+
 class SwinBlock(nn.Module):
-    def __init__(self, geometry: WindowGeometry, mlp_ratio: float, qkv_bias: bool, drop_path: float) -> None:
+    def __init__(self, geometry: WindowGeometry, mlp_ratio: float, qkv_bias: bool, drop_path: float, pad_first: bool = False) -> None:
         super().__init__()
         dim = geometry.dim
+        self.resolution = (geometry.height, geometry.width)
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(geometry, qkv_bias)
+        self.attn = WindowAttention(attention_geometry(geometry, pad_first), qkv_bias)
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path2 = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
         g = self.attn.geometry
-        x = x.reshape(-1, g.height * g.width, g.dim)
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        h, w = self.resolution
+        if (g.height, g.width) == (h, w):
+            return self.attn(x)
+        padded = F.pad(x.reshape(-1, h, w, g.dim), (0, 0, 0, g.width - w, 0, g.height - h))
+        out = self.attn(padded.reshape(-1, g.height * g.width, g.dim))
+        return out.reshape(-1, g.height, g.width, g.dim)[:, :h, :w].reshape(-1, h * w, g.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.resolution
+        dim = self.attn.geometry.dim
+        x = x.reshape(-1, h * w, dim)
+        x = x + self.drop_path1(self._attention(self.norm1(x)))
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
-        return x.reshape(-1, g.height, g.width, g.dim)
+        return x.reshape(-1, h, w, dim)
 
 
 class SwinStage(nn.Module):
     def __init__(
         self,
         in_dim: int,
-        in_resolution: int,
+        in_resolution: tuple[int, int],
         geometries: list[WindowGeometry],
         downsample: bool,
         mlp_ratio: float,
         qkv_bias: bool,
         drop_paths: list[float],
+        pad_first: bool = False,
     ) -> None:
         super().__init__()
         out_dim = geometries[0].dim
         self.downsample = PatchMerging(in_dim, out_dim, in_resolution) if downsample else nn.Identity()
         self.blocks = nn.Sequential(
-            *[SwinBlock(g, mlp_ratio, qkv_bias, dp) for g, dp in zip(geometries, drop_paths)]
+            *[SwinBlock(g, mlp_ratio, qkv_bias, dp, pad_first) for g, dp in zip(geometries, drop_paths)]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -423,27 +477,30 @@ class WindowedTransformer(nn.Module):
 class SwinTransformer(WindowedTransformer):
     attention_module = WindowAttention
 
-    def __init__(self, config: SwinConfig) -> None:
+    def __init__(self, config: SwinConfig, input_size: tuple[int, int] | None = None, pad_first: bool = False) -> None:
+        """``input_size``: build the stages for a (height, width) input (backbones),
+        instead of the square ``img_size``. ``pad_first``: mmdet's window padding order
+        (:func:`attention_geometry`)."""
         super().__init__()
         config.validate()
         self.config = config
         self.patch_embed = PatchEmbed(config)
-        geoms = config.stage_geometries()
+        geoms = config.stage_geometries(input_size)
         total = sum(config.depths)
         rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         stages = []
         start = 0
         in_dim = config.embed_dim
-        in_res = config.img_size // config.patch_size
+        in_res = (geoms[0][0].height, geoms[0][0].width)
         for i, stage_geoms in enumerate(geoms):
             depth = len(stage_geoms)
             stages.append(
                 SwinStage(
-                    in_dim, in_res, stage_geoms, i > 0, config.mlp_ratio, config.qkv_bias, rates[start : start + depth]
+                    in_dim, in_res, stage_geoms, i > 0, config.mlp_ratio, config.qkv_bias, rates[start : start + depth], pad_first
                 )
             )
             start += depth
-            in_dim, in_res = stage_geoms[0].dim, stage_geoms[0].height
+            in_dim, in_res = stage_geoms[0].dim, (stage_geoms[0].height, stage_geoms[0].width)
         self.layers = nn.Sequential(*stages)
         self.num_features = in_dim
         self.norm = nn.LayerNorm(in_dim)

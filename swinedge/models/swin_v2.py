@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinedge.errors import SwinedgeError
-from swinedge.models.swin import ClassifierHead, DropPath, Mlp, PatchEmbed, SwinConfig, WindowedTransformer
+from swinedge.models.swin import ClassifierHead, DropPath, Mlp, PatchEmbed, SwinConfig, WindowedTransformer, pad_to_even
 from swinedge.ops.window_attention import (
     WindowGeometry,
     relative_position_index,
@@ -58,9 +58,9 @@ class SwinV2Config(SwinConfig):
         d["pretrained_window_sizes"] = list(self.pretrained_window_sizes)
         return d
 
-    def stage_geometries(self) -> list[list[WindowGeometry]]:
+    def stage_geometries(self, input_size: tuple[int, int] | None = None) -> list[list[WindowGeometry]]:
         """V1's window clamping and shifts, with cosine attention in every block."""
-        return [[replace(g, cosine=True) for g in stage] for stage in super().stage_geometries()]
+        return [[replace(g, cosine=True) for g in stage] for stage in super().stage_geometries(input_size)]
 
 
 @dataclass(frozen=True)
@@ -217,24 +217,20 @@ class SwinV2Block(nn.Module):
 class PatchMergingV2(nn.Module):
     """2x2 neighbour concat -> Linear -> LayerNorm (V2 normalizes after reducing)."""
 
-    def __init__(self, dim: int, out_dim: int, resolution: int) -> None:
+    def __init__(self, dim: int, out_dim: int, resolution: tuple[int, int]) -> None:
         super().__init__()
         self.dim, self.resolution = dim, resolution
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
         self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = w = self.resolution
-        pad = h % 2
-        if pad:
-            x = F.pad(x, (0, 0, 0, pad, 0, pad))
-            h, w = h + pad, w + pad
+        x, h, w = pad_to_even(x, *self.resolution)
         x = x.reshape(-1, h // 2, 2, w // 2, 2, self.dim).permute(0, 1, 3, 4, 2, 5).reshape(-1, h // 2, w // 2, 4 * self.dim)
         return self.norm(self.reduction(x))
 
 
 class SwinV2Stage(nn.Module):
-    def __init__(self, in_dim: int, in_res: int, geometries: list[WindowGeometry], downsample: bool, pretrained_window: int, mlp_ratio: float, drop_paths: list[float]) -> None:
+    def __init__(self, in_dim: int, in_res: tuple[int, int], geometries: list[WindowGeometry], downsample: bool, pretrained_window: int, mlp_ratio: float, drop_paths: list[float]) -> None:
         super().__init__()
         self.downsample = PatchMergingV2(in_dim, geometries[0].dim, in_res) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[SwinV2Block(g, pretrained_window, mlp_ratio, dp) for g, dp in zip(geometries, drop_paths)])
@@ -246,21 +242,21 @@ class SwinV2Stage(nn.Module):
 class SwinTransformerV2(WindowedTransformer):
     attention_module = WindowAttentionV2
 
-    def __init__(self, config: SwinV2Config) -> None:
+    def __init__(self, config: SwinV2Config, input_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         config.validate()
         self.config = config
         self.patch_embed = PatchEmbed(config)
-        geoms = config.stage_geometries()
+        geoms = config.stage_geometries(input_size)
         total = sum(config.depths)
         rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         stages, start = [], 0
-        in_dim, in_res = config.embed_dim, config.img_size // config.patch_size
+        in_dim, in_res = config.embed_dim, (geoms[0][0].height, geoms[0][0].width)
         for i, stage_geoms in enumerate(geoms):
             depth = len(stage_geoms)
             stages.append(SwinV2Stage(in_dim, in_res, stage_geoms, i > 0, config.pretrained_window_sizes[i], config.mlp_ratio, rates[start : start + depth]))
             start += depth
-            in_dim, in_res = stage_geoms[0].dim, stage_geoms[0].height
+            in_dim, in_res = stage_geoms[0].dim, (stage_geoms[0].height, stage_geoms[0].width)
         self.layers = nn.Sequential(*stages)
         self.num_features = in_dim
         self.norm = nn.LayerNorm(in_dim)

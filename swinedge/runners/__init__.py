@@ -18,7 +18,14 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
 __all__ = ["CHECKPOINT_SUFFIXES", "ENGINE_SUFFIXES", "Runner", "open_runner"]
 
 
-def open_runner(artifact: str | Path, *, device: str = "cpu", precision: str = "fp32", attention: str = "reference") -> Runner:
+def open_runner(
+    artifact: str | Path,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    attention: str = "reference",
+    input_size: tuple[int, int] | None = None,
+) -> Runner:
     """The runner for an artifact: a variant name or checkpoint -> torch, .onnx -> ONNX
     Runtime, .plan/.engine -> TensorRT. Not loaded yet."""
     s = str(artifact)
@@ -35,7 +42,7 @@ def open_runner(artifact: str | Path, *, device: str = "cpu", precision: str = "
     if suffix in CHECKPOINT_SUFFIXES or (not path.exists() and suffix == ""):
         from swinedge.runners.torch_runner import TorchRunner
 
-        return TorchRunner(s, device=device, precision=precision, attention=attention)
+        return TorchRunner(s, device=device, precision=precision, attention=attention, input_size=input_size)
     if not path.exists():
         raise SwinedgeError(f"artifact not found: {path}")
     raise SwinedgeError(f"{path}: unknown artifact type '{suffix}' (expected a variant name, .pt/.safetensors, .onnx or .plan)")

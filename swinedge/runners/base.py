@@ -25,6 +25,10 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
+    def infer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name (a backbone's ``stage{i}`` maps); a classifier's logits."""
+        return {"logits": self.infer(batch)}
+
     def close(self) -> None:  # noqa: B027 - optional for backends with nothing to free
         pass
 
@@ -39,7 +43,9 @@ class Runner(abc.ABC):
 
     @property
     def input_spec(self) -> dict[str, Any]:
-        """``{"img_size", "in_chans", "num_classes", "preprocess"}`` where known."""
+        """``{"img_size", "in_chans", "num_classes", "preprocess"}`` where known; a
+        backbone's also ``task`` ("backbone"), ``input_size`` (height, width) and
+        ``outputs`` (names)."""
         return {}
 
     def __enter__(self) -> "Runner":

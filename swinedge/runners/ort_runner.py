@@ -83,6 +83,17 @@ class OnnxRuntimeRunner(Runner):
             raise SwinedgeError(f"onnxruntime cannot run {self.path} on images of shape {list(batch.shape)}: {first[:200]}") from None
         return np.asarray(out, dtype=np.float32)
 
+    def infer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        assert self.session is not None, "call load() first"
+        inp = self.session.get_inputs()[0]
+        names = [o.name for o in self.session.get_outputs()]
+        try:
+            outs = self.session.run(names, {inp.name: np.ascontiguousarray(batch, dtype=np.float32)})
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise SwinedgeError(f"onnxruntime cannot run {self.path} on images of shape {list(batch.shape)}: {first[:200]}") from None
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(names, outs)}
+
     def infer_tensors(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """The requested intermediate tensors (float32) for one batch."""
         assert self.session is not None, "call load() first"
@@ -100,7 +111,8 @@ class OnnxRuntimeRunner(Runner):
         if classes is None and self.session is not None:  # a graph without a manifest: its output says
             out = self.session.get_outputs()[0].shape
             classes = out[1] if len(out) == 2 and isinstance(out[1], int) else None
-        return {"img_size": int(shape[2]), "in_chans": int(shape[1]), "num_classes": classes, "preprocess": self.manifest.get("preprocess")}
+        spec = {"img_size": int(shape[2]), "in_chans": int(shape[1]), "num_classes": classes, "preprocess": self.manifest.get("preprocess")}
+        return {**spec, **backbone_spec(self.manifest)}
 
     def close(self) -> None:
         self.session = None
@@ -111,3 +123,17 @@ def has_float8(proto) -> bool:
 
     fp8 = {onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E4M3FNUZ, onnx.TensorProto.FLOAT8E5M2, onnx.TensorProto.FLOAT8E5M2FNUZ}
     return any(i.data_type in fp8 for i in proto.graph.initializer)
+
+
+def backbone_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A backbone artifact's input spec entries from its manifest (nothing for a classifier)."""
+    if manifest.get("task") != "backbone":
+        return {}
+    shape = manifest["input"]["shape"]
+    return {
+        "task": "backbone",
+        "img_size": max(int(shape[2]), int(shape[3])),
+        "num_classes": None,
+        "input_size": (int(shape[2]), int(shape[3])),
+        "outputs": [o["name"] for o in manifest.get("outputs", [])],
+    }

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from swinedge.engine import check_engine_fits, gpu_identity, require_tensorrt
+from swinedge.engine import check_engine_fits, check_input_covered, gpu_identity, require_tensorrt
 from swinedge.errors import SwinedgeError
 from swinedge.io import require_file
 from swinedge.manifest import read_manifest
@@ -74,9 +74,7 @@ class TensorRTRunner(Runner):
         import torch
 
         assert self.context is not None, "call load() first"
-        lo, hi = self.manifest["profile"]["min"][0], self.manifest["profile"]["max"][0]
-        if not lo <= len(batch) <= hi:
-            raise SwinedgeError(f"batch {len(batch)} is outside the engine's profile {lo}..{hi}: rebuild with --min-batch/--max-batch")
+        check_input_covered(self.manifest, tuple(batch.shape))
         with torch.cuda.stream(self.stream):
             x = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda", non_blocking=False).to(self._in_dtype)
             shape = tuple(x.shape)
@@ -101,6 +99,7 @@ class TensorRTRunner(Runner):
         import torch
 
         assert self.context is not None, "call load() first"
+        check_input_covered(self.manifest, tuple(batch.shape))
         with torch.cuda.stream(self.stream):
             x = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda").to(self._in_dtype)
             self.context.set_input_shape(self.input_name, tuple(x.shape))
@@ -132,7 +131,13 @@ class TensorRTRunner(Runner):
     def input_spec(self) -> dict[str, Any]:
         shape = self.manifest.get("input", {}).get("shape") or [None, 3, None, None]
         cfg = self.manifest.get("config") or {}
-        return {"img_size": shape[2], "in_chans": shape[1], "num_classes": cfg.get("num_classes"), "preprocess": self.manifest.get("preprocess")}
+        from swinedge.runners.ort_runner import backbone_spec
+
+        spec = {"img_size": shape[2], "in_chans": shape[1], "num_classes": cfg.get("num_classes"), "preprocess": self.manifest.get("preprocess")}
+        return {**spec, **backbone_spec(self.manifest)}
+
+    def infer_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self.infer_tensors(batch)
 
     def close(self) -> None:
         self.context = None
