@@ -179,10 +179,14 @@ def benchmark_artifacts(
     say = on_step or (lambda _m, _total=None: None)
     cuda = torch.cuda.is_available()
     device = device or ("cuda" if cuda else "cpu")
+    from swinedge.features import is_backbone_artifact
+
     for a in artifacts:
         p = Path(a)
         if p.suffix and not p.exists():
             raise SwinedgeError(f"artifact not found: {a}")
+        if is_backbone_artifact(a):
+            raise SwinedgeError(f"{a} is a backbone: benchmark measures classifiers (logit accuracy); check a backbone's stages with `swinedge verify`")
     runners = [(a, open_runner(a, device=device)) for a in artifacts]  # classified, not loaded
     ref_source = reference or next((a for a, r in runners if isinstance(r, TorchRunner)), None)
     if ref_source is None:

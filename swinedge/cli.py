@@ -520,7 +520,7 @@ def verify(
     max_top1_drop: float = typer.Option(MAX_TOP1_DROP, "--max-top1-drop", help="Fail when labelled top-1 drops by more points."),
     min_cosine: float = typer.Option(MIN_COSINE, "--min-cosine", help="Fail when the mean logit cosine (backbones: any stage's mean cosine) is lower."),
     max_rel_err: Optional[float] = typer.Option(None, "--max-rel-err", help="Backbones: fail when a stage's mean relative error is higher (default 0.15)."),
-    batch: int = typer.Option(16, "--batch", help="Inference batch size (images are read a batch at a time; backbones: 4)."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Inference batch size (images are read a batch at a time); default 16, backbones 4."),
     labels: Optional[Path] = LABELS_OPTION,
     resize: Optional[int] = RESIZE_OPTION,
     interpolation: Optional[str] = INTERPOLATION_OPTION,
@@ -546,19 +546,13 @@ def verify(
                 size=size,
                 min_cosine=min_cosine,
                 max_rel_err=MAX_STAGE_REL_ERR if max_rel_err is None else max_rel_err,
-                batch=min(batch, 4) if batch == 16 else batch,
+                batch=4 if batch is None else batch,
                 preprocess_overrides=preprocess_overrides(None, interpolation, mean, std),
                 on_start=progress.start,
                 on_batch=progress.advance,
                 warn=warn,
             )
-        if as_json:
-            print_json(freport.to_dict())
-        else:
-            print_feature_table(freport)
-        if not freport.passed:
-            err.print(f"[bold red]FAILED:[/] {escape('; '.join(freport.failures))}", highlight=False)
-            raise typer.Exit(1)
+        finish_report(freport, print_feature_table, as_json)
         return
     if max_rel_err is not None:
         raise SwinedgeError("--max-rel-err is for backbones (stage maps); a classifier is judged by --min-cosine and --max-top1-drop")
@@ -570,17 +564,22 @@ def verify(
             size=size,
             max_top1_drop=max_top1_drop,
             min_cosine=min_cosine,
-            batch=batch,
+            batch=16 if batch is None else batch,
             labels_file=labels,
             preprocess_overrides=preprocess_overrides(resize, interpolation, mean, std),
             on_start=progress.start,
             on_batch=progress.advance,
             warn=warn,
         )
+    finish_report(report, print_verify_table, as_json)
+
+
+def finish_report(report: Any, print_table: Callable[[Any], None], as_json: bool) -> None:
+    """A verification report as JSON or a table; exit 1 with its failures when it failed."""
     if as_json:
         print_json(report.to_dict())
     else:
-        print_verify_table(report)
+        print_table(report)
     if not report.passed:
         err.print(f"[bold red]FAILED:[/] {escape('; '.join(report.failures))}", highlight=False)
         raise typer.Exit(1)

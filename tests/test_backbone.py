@@ -402,6 +402,7 @@ def test_bad_backbone_input_is_one_line(flow: Path, tmp_path: Path) -> None:
         (["export", MICRO, "--input-size", "128x128", "--out", str(tmp_path / "e.onnx")], "is a classifier"),
         (["export", str(flow / "bb.pt"), "--input-size", "64x200", "--out", str(tmp_path / "e.onnx")], "smaller than the window"),
         (["verify", str(flow / "bb.pt"), str(flow / "int8.onnx"), "--max-rel-err", "nan"], "--max-rel-err"),
+        (["benchmark", str(flow / "int8.onnx"), "--out", str(tmp_path / "bench")], "is a backbone"),
     ]
     for args, message in cases:
         r = runner.invoke(app, args)
@@ -418,3 +419,20 @@ def test_engine_profile_refuses_a_size_it_does_not_cover() -> None:
         check_input_covered(manifest, (1, 3, 640, 640))
     with pytest.raises(SwinedgeError, match="outside the engine's profile 1..8"):
         check_input_covered(manifest, (9, 3, 800, 1333))
+
+
+@pytest.mark.slow
+def test_swin_v2_backbone_exports_native_and_plugin_at_a_rectangular_size(tmp_path: Path) -> None:
+    """Swin V2 (timm's padding order, cosine attention): stage maps at 70x100, both
+    exports equal torch on ONNX Runtime, and the plugin graph equals the native one."""
+    from swinedge.export import export_onnx, run_onnx_cpu
+
+    r = build_backbone_checkpoint("swinv2_micro_window4_64", tmp_path / "v2.pt", size="70x100")
+    assert [(s["height"], s["width"]) for s in r["stages"]] == [(18, 25), (9, 13)]
+    assert r["config"]["pad_first"] is False and r["config"]["trunk"]["family"] == "swinv2"
+    native = export_onnx(tmp_path / "v2.pt", tmp_path / "n.onnx")
+    plugin = export_onnx(tmp_path / "v2.pt", tmp_path / "p.onnx", attention="plugin")
+    assert native.max_abs_err < 1e-4 and plugin.max_abs_err < 1e-4
+    x = np.random.default_rng(0).standard_normal((2, 3, 70, 100)).astype(np.float32)
+    for a, b in zip(run_onnx_cpu(tmp_path / "n.onnx", x, all_outputs=True), run_onnx_cpu(tmp_path / "p.onnx", x, True, all_outputs=True)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)

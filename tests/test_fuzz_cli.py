@@ -1,6 +1,6 @@
 """CLI fuzz suite: bad input to every command is a one-line error that touches nothing.
 
-297 cases, run in-process through ``typer.testing.CliRunner`` on ``swinedge.cli.app``, each
+311 cases, run in-process through ``typer.testing.CliRunner`` on ``swinedge.cli.app``, each
 in its own work folder (the current directory) and its own TMPDIR. Every case asserts:
 
 * exit code 2 (a user error), no exception escaping the command, no "Traceback";
@@ -450,6 +450,20 @@ BROKEN_FILES = [
     case("build-weights-missing", f"build {MICRO} --weights nope.pth --out x.pt", "checkpoint not found: nope.pth"),
     case("build-weights-safetensors-empty", f"build {MICRO} --weights empty.safetensors --out x.pt", "empty.safetensors is not a readable checkpoint"),
     case("build-weights-safetensors-truncated", f"build {MICRO} --weights half.safetensors --out x.pt", "half.safetensors is not a readable checkpoint"),
+    case("build-features-size-text", f"build {MICRO} --features --input-size big --out x.pt", "--size 'big' is not a size"),
+    case("build-features-size-zero", f"build {MICRO} --features --input-size 0x640 --out x.pt", "each side must be 1..8192"),
+    case("build-features-size-huge", f"build {MICRO} --features --input-size {HUGE}x640 --out x.pt", "each side must be 1..8192"),
+    case("build-features-size-negative", f"build {MICRO} --features --input-size -5x640 --out x.pt", "is not a size"),
+    case("build-features-size-three", f"build {MICRO} --features --input-size 2x3x4 --out x.pt", "is not a size"),
+    case("build-features-size-small", f"build {MICRO} --features --input-size 64x256 --out x.pt", "smaller than the window"),
+    case("build-features-stages-text", f"build {MICRO} --features --stages a,b --out x.pt", "--stages 'a,b'"),
+    case("build-features-stages-range", f"build {MICRO} --features --stages 0,7 --out x.pt", "the model has stages 0..3"),
+    case("build-features-vit", "build vit_tiny_patch16_224 --features --out x.pt", "builds Swin V1/V2 backbones only"),
+    case("build-features-img-size", f"build {MICRO} --features --img-size 64 --out x.pt", "a backbone takes --input-size"),
+    case("build-stage-norms-no-features", f"build {MICRO} --stage-norms --out x.pt", "add --features"),
+    case("export-input-size-classifier", f"export {MICRO} --input-size 256x256 --out e.onnx", "is a classifier"),
+    case("export-input-size-text", "export m.pt --input-size wide --out e.onnx", "is not a size"),
+    case("verify-max-rel-err-classifier", f"verify {MICRO} m.onnx --max-rel-err 0.1", "--max-rel-err is for backbones"),
     case("build-weights-pickled-object", f"build {MICRO} --weights evil.pt --out x.pt", "refused for safety"),
     case("build-weights-no-tensors", f"build {MICRO} --weights no_tensors.pt --out x.pt", "holds no tensors"),
     case("build-weights-other-num-classes", f"build {MICRO} --weights w10.pth --out x.pt", "mis-shaped 2 e.g. 'head.fc.weight'"),

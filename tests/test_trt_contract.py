@@ -392,3 +392,55 @@ def test_nvidia_python_plugin_layer_on_standin_accepts_swin_v2_graphs(trt_versio
                 assert kern["name"].startswith("swinedge_cosine_window_attention_") and f"_sm{cc}_" in kern["name"]
                 assert entries.setdefault(kern["name"], kern["ptx_sha256"]) == kern["ptx_sha256"]
     assert len(entries) == 4 * 2 * 2  # 4 geometries x fp32/fp16 x sm_87/sm_90
+
+
+# -- backbones: rectangular maps, mmdet's padded shifted blocks, four outputs ---------------------------
+@pytest.fixture(scope="session")
+def backbone_plugin_graph(tmp_path_factory) -> tuple[Path, list]:
+    """A micro Swin backbone at 150x222 in mmdet's padding order (shifted blocks run on the
+    padded map), exported native and substituted as build_engine does; with the geometry
+    of every block."""
+    from swinedge.engine import plugin_graph
+    from swinedge.export import export_onnx, onnx_info
+    from swinedge.models.backbone import BackboneConfig, SwinBackbone
+    from swinedge.models.swin import MODEL_SPECS
+
+    d = tmp_path_factory.mktemp("contract-backbone")
+    cfg = BackboneConfig(MODEL_SPECS["swin_micro_patch4_window4_64"].config, (150, 222), stage_norms=True, pad_first=True)
+    path = export_onnx(SwinBackbone(cfg), d / "bb.onnx", info={"model": "swin_micro_patch4_window4_64", "config": cfg.to_dict(), "source": None}).onnx_path
+    proto = onnx.load(str(path))
+    graph, count, why_not = plugin_graph(proto, onnx_info(path, proto))
+    assert why_not is None and count == 8
+    onnx.save(graph, str(d / "bb.plugin.onnx"))
+    return d / "bb.plugin.onnx", [g for stage in cfg.stage_geometries() for g in stage]
+
+
+@pytest.mark.slow
+def test_nvidia_python_plugin_layer_on_standin_accepts_a_rectangular_backbone(backbone_plugin_graph) -> None:
+    """NVIDIA's real tensorrt.plugin package (the newest), on a stand-in for its compiled
+    module, takes the plugin nodes of a backbone graph: rectangular maps (38x56 ... 5x7),
+    shifted blocks on their padded map (40x56, 20x28, 12x16, 8x8), output shapes and
+    launch grids from each node's own height and width. Not proven here: libnvinfer
+    parsing the four-output graph, loading and launching the PTX, numerics."""
+    version = PLUGIN_VERSIONS[-1]
+    try:
+        trt_bindings.wheel_dir(version)
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"NVIDIA's bindings wheel is not reachable: {e}")
+    path, geoms = backbone_plugin_graph
+    assert [(g.height, g.width) for g in geoms] == [(38, 56), (40, 56), (19, 28), (20, 28), (10, 14), (12, 16), (5, 7), (8, 8)]
+    result = _replay(version, [path], [87])
+    assert "import_error" not in result, result.get("import_error")
+    nodes = result["graphs"][str(path)]["87"]
+    assert len(nodes) == 8
+    for n, g in zip(nodes, geoms):
+        assert "error" not in n, n.get("trace", n.get("error"))
+        assert n["aot"] and n["missing_fields"] == [] and n["num_outputs"] == 1
+        for b, shape in n["output_shapes"].items():
+            assert shape == [int(b), g.height * g.width, g.dim]
+        windows = (-(-g.height // 4)) * (-(-g.width // 4))
+        for b, (gx, gy, gz, *_rest) in n["launch"].items():
+            assert (gx, gy, gz) == (int(b) * windows * g.num_heads, 1, 1)
+        assert f"_{g.height}x{g.width}_w4_s{g.shift}_" in n["kernel"]["name"]

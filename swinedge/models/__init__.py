@@ -91,6 +91,16 @@ def list_models() -> list[dict[str, Any]]:
     return rows
 
 
+def _check_build_args(out: str | Path, weights: str | Path | None, seed: int) -> Path:
+    out = Path(out)
+    if out.suffix not in (".pt", ".pth", ".safetensors"):
+        raise SwinedgeError(f"--out {out}: use a .pt, .pth or .safetensors file name")
+    refuse_output_over_input(out, weights)
+    if not 0 <= seed < 2**63:
+        raise SwinedgeError(f"--seed must be 0..2^63-1, got {seed}")
+    return out
+
+
 def build_checkpoint(
     model: str,
     out: str | Path,
@@ -102,12 +112,7 @@ def build_checkpoint(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Build a variant, load weights if given, write a checkpoint + manifest; return a summary."""
-    out = Path(out)
-    if out.suffix not in (".pt", ".pth", ".safetensors"):
-        raise SwinedgeError(f"--out {out}: use a .pt, .pth or .safetensors file name")
-    refuse_output_over_input(out, weights)
-    if not 0 <= seed < 2**63:
-        raise SwinedgeError(f"--seed must be 0..2^63-1, got {seed}")
+    out = _check_build_args(out, weights, seed)
     spec = get_spec(model)
     torch.manual_seed(seed)
     net = create_model(spec.name, num_classes=num_classes, img_size=img_size)
@@ -155,12 +160,7 @@ def build_backbone_checkpoint(
     """A Swin V1/V2 variant as a backbone (stage maps at ``size``), weights from a
     detector/segmentor, a timm ``features_only`` model or a classifier; checkpoint +
     manifest. ``stage_norms`` None: on when the weights carry per-stage norms."""
-    out = Path(out)
-    if out.suffix not in (".pt", ".pth", ".safetensors"):
-        raise SwinedgeError(f"--out {out}: use a .pt, .pth or .safetensors file name")
-    refuse_output_over_input(out, weights)
-    if not 0 <= seed < 2**63:
-        raise SwinedgeError(f"--seed must be 0..2^63-1, got {seed}")
+    out = _check_build_args(out, weights, seed)
     spec = get_spec(model)
     if not isinstance(spec.config, SwinConfig):
         raise SwinedgeError(f"{spec.name} is a ViT: --features builds Swin V1/V2 backbones only (multi-scale stages)")
