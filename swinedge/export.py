@@ -225,8 +225,12 @@ def run_onnx_cpu(path: str | Path, x: np.ndarray, with_plugin: bool = False, all
     with ``all_outputs``), on ONNX Runtime CPU."""
     import onnxruntime as ort
 
+    from swinedge.runners.ort_runner import has_qdq
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if has_qdq(onnx.load(str(path), load_external_data=False)):
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # see OnnxRuntimeRunner
     if with_plugin:
         from swinedge.ops.onnx_plugin import register_ort_custom_ops
 

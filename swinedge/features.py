@@ -92,14 +92,19 @@ class FeatureReport:
 
 
 def is_backbone_artifact(artifact: str | Path) -> bool:
-    """Whether ``artifact``'s manifest describes a backbone (stage outputs)."""
-    from swinedge.manifest import read_manifest
+    """Whether the manifest beside ``artifact`` says it is a backbone. Only a hint for
+    dispatch: nothing is checked here, so a damaged or mismatched manifest is reported by
+    the command that reads it properly."""
+    import json
+
+    from swinedge.manifest import manifest_path
 
     path = Path(str(artifact))
-    if not path.is_file():
+    try:
+        manifest = json.loads(manifest_path(path).read_text()) if path.is_file() else None
+    except (OSError, ValueError):
         return False
-    manifest = read_manifest(path)
-    return bool(manifest) and manifest.get("task") == "backbone"
+    return isinstance(manifest, dict) and manifest.get("task") == "backbone"
 
 
 def check_feature_options(min_cosine: float, max_rel_err: float, batch: int, size: int | None) -> None:
