@@ -356,7 +356,9 @@ def test_stage_errors_are_independent_numpy_figures(flow: Path) -> None:
     model, _ = load_model(flow / "bb.pt")
     with torch.no_grad():
         ref = [t.numpy().astype(np.float64) for t in model(torch.from_numpy(images))]
-    sess = ort.InferenceSession(str(flow / "int8.onnx"), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # Q/DQ as written, as the runner
+    sess = ort.InferenceSession(str(flow / "int8.onnx"), opts, providers=["CPUExecutionProvider"])
     cand = [o.astype(np.float64) for o in sess.run(None, {"input": images})]
     for s, r, c in zip(report["stages"], ref, cand):
         r, c = r.reshape(3, -1), c.reshape(3, -1)
@@ -380,8 +382,16 @@ def test_plugin_substitution_into_the_int8_backbone_equals_it_on_onnxruntime(flo
     x = np.random.default_rng(0).standard_normal((2, 3, *SIZE)).astype(np.float32)
     native = run_onnx_cpu(flow / "int8.onnx", x, all_outputs=True)
     fused = run_onnx_cpu(flow / "int8_plugin.onnx", x, True, all_outputs=True)
-    for a, b in zip(native, fused):
-        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3)
+    fp32 = run_onnx_cpu(flow / "native.onnx", x, all_outputs=True)
+    for a, b, f in zip(native, fused, fp32):
+        # The fused core equals the native one to float rounding; that can move a value
+        # of the proj input across an INT8 rounding step (one step apart, downstream).
+        # A wrong substitution (geometry, order, table) moves whole maps.
+        # Such flips compound over blocks, so the maps are compared as wholes: the
+        # substitution must move them far less than INT8 itself moved them from FP32.
+        a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+        assert a64 @ b64 / np.sqrt((a64 @ a64) * (b64 @ b64)) > 0.9999
+        assert np.linalg.norm(b64 - a64) < 0.5 * np.linalg.norm(a64 - f.astype(np.float64).ravel())
 
 
 @pytest.mark.slow
