@@ -149,7 +149,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
 def build(
     model: str = typer.Argument(..., help="Variant name (see `swinedge models`)."),
     out_path: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pt or .safetensors); a manifest .json goes beside it."),
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="timm or official Microsoft checkpoint (.pth/.pt/.safetensors)."),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", "-w", help="timm or official Microsoft checkpoint (.pth/.pt/.safetensors); with --features also mmdet/mmseg detectors and timm features_only."
+    ),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier classes (default: the variant's)."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Input resolution; a multiple of 32 needs no padding."),
     adapt: bool = typer.Option(False, "--adapt", help="Resize window bias tables and replace the head when they differ from the weights."),

@@ -48,7 +48,7 @@ def test_sizes_the_windows_cannot_tile_are_one_line_errors() -> None:
     with pytest.raises(SwinedgeError, match=r"stage 3 is 7x20 tokens.*at least 225 px on each side"):
         SwinBackbone(BackboneConfig(tiny, (224, 640)))
     for text in ("800x", "0x10", "800x1333x3", "a", "99999x10"):
-        with pytest.raises(SwinedgeError, match="--size"):
+        with pytest.raises(SwinedgeError, match="--input-size"):
             parse_size(text)
     with pytest.raises(SwinedgeError, match="out indices"):
         SwinBackbone(BackboneConfig(tiny, (640, 640), out_indices=(2, 1)))

@@ -450,7 +450,7 @@ BROKEN_FILES = [
     case("build-weights-missing", f"build {MICRO} --weights nope.pth --out x.pt", "checkpoint not found: nope.pth"),
     case("build-weights-safetensors-empty", f"build {MICRO} --weights empty.safetensors --out x.pt", "empty.safetensors is not a readable checkpoint"),
     case("build-weights-safetensors-truncated", f"build {MICRO} --weights half.safetensors --out x.pt", "half.safetensors is not a readable checkpoint"),
-    case("build-features-size-text", f"build {MICRO} --features --input-size big --out x.pt", "--size 'big' is not a size"),
+    case("build-features-size-text", f"build {MICRO} --features --input-size big --out x.pt", "--input-size 'big' is not a size"),
     case("build-features-size-zero", f"build {MICRO} --features --input-size 0x640 --out x.pt", "each side must be 1..8192"),
     case("build-features-size-huge", f"build {MICRO} --features --input-size {HUGE}x640 --out x.pt", "each side must be 1..8192"),
     case("build-features-size-negative", f"build {MICRO} --features --input-size -5x640 --out x.pt", "is not a size"),

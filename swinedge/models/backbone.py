@@ -46,7 +46,7 @@ MAX_BACKBONE_SIDE = 2 * MAX_IMG_SIZE
 BACKBONE_FAMILY = "backbone"
 
 
-def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
+def parse_size(text: str, flag: str = "--input-size") -> tuple[int, int]:
     """``"800x1333"`` (height x width) or ``"640"`` (square) -> (height, width)."""
     parts = str(text).lower().replace(" ", "").split("x")
     if len(parts) == 1:
