@@ -18,7 +18,7 @@ import numpy as np
 from swinedge.data import check_image_source, open_images
 from swinedge.errors import SwinedgeError
 from swinedge.runners import open_runner
-from swinedge.verify import DEFAULT_SET_SIZE, MAX_BATCH, preprocess_for, runner_batch, tile_batch
+from swinedge.verify import DEFAULT_SET_SIZE, MAX_BATCH, infer_chunk, preprocess_for, runner_batch
 from swinedge.data import MAX_IMAGES
 
 # Defaults: an INT8 Swin-T backbone on photographs keeps every stage above 0.99 cosine
@@ -131,14 +131,6 @@ def stage_failures(stages: list[dict[str, Any]], min_cosine: float, max_rel_err:
     return failures
 
 
-def _infer(runner, images: np.ndarray) -> dict[str, np.ndarray]:
-    limits = runner.batch_range
-    n = len(images)
-    if limits is not None and n < limits[0]:
-        images = tile_batch(images, limits[0])
-    return {k: v[:n] for k, v in runner.infer_outputs(images).items()}
-
-
 def verify_features(
     reference: str | Path,
     candidate: str | Path,
@@ -184,7 +176,7 @@ def verify_features(
             step = min(runner_batch(ref_runner, batch), runner_batch(cand_runner, batch))
             stats: dict[str, StageStats] = {}
             for chunk in images.batches(step, warn=warn):
-                ref, cand = _infer(ref_runner, chunk.images), _infer(cand_runner, chunk.images)
+                ref, cand = infer_chunk(ref_runner, chunk.images, all_outputs=True), infer_chunk(cand_runner, chunk.images, all_outputs=True)
                 for name in cand_spec["outputs"]:
                     if ref[name].shape != cand[name].shape:
                         raise SwinedgeError(f"{name} shapes differ: reference {ref[name].shape} vs candidate {cand[name].shape}")

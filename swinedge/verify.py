@@ -104,13 +104,16 @@ def runner_batch(runner: Runner, batch: int) -> int:
     return batch if limits is None else min(max(batch, limits[0]), limits[1])
 
 
-def infer_chunk(runner: Runner, images: np.ndarray) -> np.ndarray:
-    """Logits of ``images`` (at most the runner's largest batch); a chunk smaller than
-    the runner's smallest batch is filled up with repeats, whose outputs are dropped."""
+def infer_chunk(runner: Runner, images: np.ndarray, *, all_outputs: bool = False) -> Any:
+    """Logits of ``images`` (at most the runner's largest batch), or every output by name
+    with ``all_outputs`` (a backbone's stage maps); a chunk smaller than the runner's
+    smallest batch is filled up with repeats, whose outputs are dropped."""
     limits = runner.batch_range
     n = len(images)
     if limits is not None and n < limits[0]:
         images = tile_batch(images, limits[0])
+    if all_outputs:
+        return {k: v[:n] for k, v in runner.infer_outputs(images).items()}
     return runner.infer(images)[:n]
 
 
