@@ -801,6 +801,48 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     out.print(table)
 
 
+@app.command("serve-repo")
+@user_errors
+def serve_repo(
+    artifacts: list[Path] = typer.Argument(..., help="TensorRT plans (.plan/.engine, with manifests) and ONNX graphs to serve."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Model repository folder to write (an earlier one is replaced whole)."),
+    name: Optional[list[str]] = typer.Option(None, "--name", help="Model name, once per artifact in order (default: the file name)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line (or a JSON list), for the ensemble's top-k labels; "
+                                          "default: ImageNet-1k synset ids for 1000-class models, else the class index."),
+    top_k: int = typer.Option(5, "--top-k", help="Classes the image ensemble returns per image."),
+    ensemble: bool = typer.Option(True, "--ensemble/--no-ensemble", help="Write NAME_image (image bytes in, labels out) for classifiers."),
+    onnx_backend: str = typer.Option("onnxruntime", "--onnx-backend", help="onnxruntime: Triton's onnxruntime backend; python: ONNX Runtime "
+                                     "inside the Python backend, CPU (servers without the onnxruntime backend)."),
+    onnx_device: str = typer.Option("gpu", "--onnx-device", help="Where ONNX models run: gpu or cpu instances (plans always run on the GPU)."),
+    instances: int = typer.Option(1, "--instances", help="Instances of each model (instance_group count)."),
+    max_batch: int = typer.Option(8, "--max-batch", help="max_batch_size for ONNX graphs with a dynamic batch (plans: their profile's max)."),
+    queue_delay_us: int = typer.Option(100, "--queue-delay-us", help="Dynamic batching: longest wait to fill a preferred batch, microseconds."),
+    max_image_mb: float = typer.Option(16.0, "--max-image-mb", help="Largest encoded image the ensemble accepts, MiB (larger: HTTP 400)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Write a Triton Inference Server model repository: plans, ONNX graphs and image ensembles, every config checked with Triton's schema."""
+    from swinedge.data import read_class_names
+    from swinedge.serving.repository import RepositoryOptions, write_model_repository
+
+    options = RepositoryOptions(
+        names=tuple(name or ()), labels=tuple(read_class_names(labels)) if labels is not None else None, top_k=top_k, ensemble=ensemble,
+        onnx_backend=onnx_backend, onnx_device=onnx_device, instances=instances, max_batch=max_batch, queue_delay_us=queue_delay_us,
+        max_image_mb=max_image_mb,
+    )  # fmt: skip
+    with ProgressReport("writing the model repository") as progress:
+        result = write_model_repository(list(artifacts), out_dir, options, status=progress.step)
+    if as_json:
+        print_json(result)
+        return
+    table = Table(title=f"Triton model repository {result['repository']}", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("model", "kind", "task", "max batch", "image ensemble"):
+        table.add_column(col)
+    for m in result["models"]:
+        table.add_row(m["name"], m["kind"], m["task"], str(m["max_batch_size"]), m.get("ensemble", {}).get("name", "-"))
+    out.print(table)
+    out.print(f"start it with: tritonserver --model-repository={Path(result['repository']).resolve()}", highlight=False, markup=False)
+
+
 @app.command("run")
 @user_errors
 def run_cmd(

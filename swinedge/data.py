@@ -117,30 +117,15 @@ class Preprocess:
                 changes[key] = changes[key] * self.channels
         return dataclasses.replace(self, **changes)
 
-    def __call__(self, image: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
-        from PIL import Image
+    def serving_record(self) -> dict:
+        """Everything :func:`swinedge.transforms.transform_from_record` needs (JSON)."""
+        return {"mode": "center-crop", "img_size": self.img_size, "resize": self.resize_size, "interpolation": self.interpolation,
+                "mean": list(self.mean), "std": list(self.std), "channels": self.channels}  # fmt: skip
 
-        resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[self.interpolation]
-        image = image.convert("L" if self.channels == 1 else "RGB")
-        scale = self.resize_size
-        w, h = image.size
-        if w <= h:
-            size = (scale, max(1, int(scale * h / w)))
-        else:
-            size = (max(1, int(scale * w / h)), scale)
-        image = image.resize(size, resample)
-        w, h = image.size
-        top = int(round((h - self.img_size) / 2.0))
-        left = int(round((w - self.img_size) / 2.0))
-        image = image.crop((left, top, left + self.img_size, top + self.img_size))
-        arr = np.asarray(image, dtype=np.float32) / 255.0
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        if self.channels > arr.shape[2]:
-            arr = np.repeat(arr, self.channels, axis=2)
-        mean = np.asarray(self.mean[: self.channels], dtype=np.float32)
-        std = np.asarray(self.std[: self.channels], dtype=np.float32)
-        return ((arr - mean) / std).transpose(2, 0, 1).copy()
+    def __call__(self, image: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
+        from swinedge.transforms import resize_center_crop
+
+        return resize_center_crop(image, self.img_size, self.resize_size, self.interpolation, self.mean, self.std, self.channels)
 
 
 @dataclass(frozen=True)
@@ -197,24 +182,14 @@ class FitPadPreprocess:
     def spec(self) -> dict:
         return {"mode": "fit-pad", "size": [self.height, self.width], "interpolation": self.interpolation, "mean": list(self.mean), "std": list(self.std)}
 
-    def __call__(self, image: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
-        from PIL import Image
+    def serving_record(self) -> dict:
+        """Everything :func:`swinedge.transforms.transform_from_record` needs (JSON)."""
+        return {**self.spec(), "channels": self.channels}
 
-        resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[self.interpolation]
-        image = image.convert("L" if self.channels == 1 else "RGB")
-        w, h = image.size
-        scale = min(self.height / h, self.width / w)
-        nw, nh = max(1, min(self.width, round(w * scale))), max(1, min(self.height, round(h * scale)))
-        arr = np.asarray(image.resize((nw, nh), resample), dtype=np.float32) / 255.0
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        if self.channels > arr.shape[2]:
-            arr = np.repeat(arr, self.channels, axis=2)
-        mean = np.asarray(self.mean[: self.channels], dtype=np.float32)
-        std = np.asarray(self.std[: self.channels], dtype=np.float32)
-        out = np.zeros((self.channels, self.height, self.width), dtype=np.float32)
-        out[:, :nh, :nw] = ((arr - mean) / std).transpose(2, 0, 1)
-        return out
+    def __call__(self, image: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
+        from swinedge.transforms import fit_and_pad
+
+        return fit_and_pad(image, self.height, self.width, self.interpolation, self.mean, self.std, self.channels)
 
 
 def preprocess_for_spec(spec: dict) -> "Preprocess | FitPadPreprocess":

@@ -56,6 +56,13 @@ def _split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(np.asarray(train)), np.sort(np.asarray(test))
 
 
+def held_out_scans() -> tuple[np.ndarray, np.ndarray]:
+    """The held-out split's raw 8x8 scans (values 0..1) and labels."""
+    images, labels = _load_raw()
+    _, te = _split_indices(labels)
+    return images[te], labels[te]
+
+
 def _to_input(images01: np.ndarray, size: int, mean, std, channels: int = 3) -> np.ndarray:
     x = torch.from_numpy(images01)[:, None]
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)

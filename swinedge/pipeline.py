@@ -274,6 +274,10 @@ def _run_in(
     )  # fmt: skip
     if not ok:
         report["skipped"].insert(0, f"TensorRT engines: {why}")
+    say("writing the Triton model repository")
+    triton = _triton_repository(work / "triton", [fp32, fp16, int8, *(Path(e["plan"]) for e in engines)], labels_file)
+    if "error" in triton:
+        report["skipped"].append(f"Triton model repository: {triton['error']}")
     return {
         "model": model_name,
         "checkpoint": str(checkpoint),
@@ -283,8 +287,23 @@ def _run_in(
         "accuracy": accuracy,
         "guard": {k: guard[k] for k in ("budget", "data", "high_precision_blocks", "path", "error") if k in guard},
         "engines": engines,
+        "triton": triton,
         "benchmark": report,
     }
+
+
+def _triton_repository(folder: Path, artifacts: list[Path], labels_file: str | Path | None) -> dict[str, Any]:
+    """The run's graphs and engines as a Triton model repository (GPU instances, with
+    image ensembles); what could not be written is a finding, not the end of the run."""
+    from swinedge.data import read_class_names
+    from swinedge.serving.repository import RepositoryOptions, write_model_repository
+
+    labels = tuple(read_class_names(labels_file)) if labels_file is not None else None
+    try:
+        written = write_model_repository(artifacts, folder, RepositoryOptions(labels=labels))
+    except SwinedgeError as e:
+        return {"error": str(e)}
+    return {"repository": written["repository"], "models": [m["name"] for m in written["models"]]}
 
 
 def _run_markdown(summary: dict[str, Any]) -> str:
@@ -303,6 +322,9 @@ def _run_markdown(summary: dict[str, Any]) -> str:
         kept = ", ".join(guard["high_precision_blocks"]) or "none"
         lines += ["", f"int8 guarded: residual Adds and attention matmuls quantized too; budget {budget} on {guard['data']['size']} "
                   f"images of {guard['data']['source']}; blocks kept in high precision: {kept}."]  # fmt: skip
+    triton = summary.get("triton") or {}
+    if triton.get("models"):
+        lines += ["", f"Triton model repository: {triton['repository']} ({', '.join(triton['models'])}); start it with `tritonserver --model-repository=...`."]
     if summary["engines"]:
         lines += ["", "Engines: " + ", ".join(f"{e['name']} ({e['note']})" for e in summary["engines"])]
     return "\n".join(lines) + "\n"

@@ -37,6 +37,14 @@ def _timm_importable() -> bool:
     return True
 
 
+def _triton_server_problem() -> str | None:
+    """Why the real-server tests cannot run; in CI (which installs both) they never skip."""
+    from swinedge.serving.server import server_problem
+
+    problem = server_problem()
+    return None if problem is None or os.environ.get("CI") else f"needs a local tritonserver: {problem}"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     cuda = torch.cuda.is_available()
     reasons = {
@@ -45,6 +53,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if (cuda and _has("tensorrt"))
         else "needs TensorRT and a CUDA GPU (install TensorRT from NVIDIA on the GPU machine)",
         "timm": None if _timm_importable() else "needs timm importable (it needs torchvision; installed on the GPU machine)",
+        "triton_server": _triton_server_problem(),
     }
     for item in items:
         missing = [reason for mark, reason in reasons.items() if reason and mark in item.keywords]
