@@ -207,17 +207,21 @@ def _describe_onnx(path: Path, name: str, options: RepositoryOptions) -> ServedM
     inp = graph_inputs[0]
     shape = dims(inp)
     batched = _batched(shape, path)
-    outs = []
-    for o in proto.graph.output:
-        d = dims(o)
-        if batched and (len(d) < 1 or isinstance(d[0], int)) or not all(isinstance(x, int) and x > 0 for x in d[1:]):
-            raise SwinedgeError(f"{path}: output {o.name} has shape {d}, not [batch, ...] with fixed sizes: re-export it with swinedge export")
-        outs.append(_tensor(o.name, data_type(o), d[1:] if batched else d))
     task, classes = "classifier", None
     if manifest is not None and manifest.get("task") == "backbone":
-        task = "backbone"
-    elif len(outs) == 1 and len(outs[0]["dims"]) == (1 if batched else 2):
-        classes = outs[0]["dims"][-1]
+        # the exporter leaves the stage maps' sizes symbolic; the manifest has them
+        outs, task, _ = _task_outputs(manifest, path)
+        if not batched:
+            outs = [_tensor(o["name"], o["data_type"], [shape[0], *o["dims"]]) for o in outs]
+    else:
+        outs = []
+        for o in proto.graph.output:
+            d = dims(o)
+            if batched and (len(d) < 1 or isinstance(d[0], int)) or not all(isinstance(x, int) and x > 0 for x in d[1:]):
+                raise SwinedgeError(f"{path}: output {o.name} has shape {d}, not [batch, ...] with fixed sizes: re-export it with swinedge export")
+            outs.append(_tensor(o.name, data_type(o), d[1:] if batched else d))
+        if len(outs) == 1 and len(outs[0]["dims"]) == (1 if batched else 2):
+            classes = outs[0]["dims"][-1]
     max_batch = options.max_batch if batched else 0
     return ServedModel(
         name, path, "onnx", manifest, _tensor(inp.name, data_type(inp), shape[1:] if batched else shape), outs,
