@@ -34,7 +34,7 @@ def test_version() -> None:
 
 def test_every_command_has_help() -> None:
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}
-    assert commands == {"models", "build", "export", "quantize", "qat", "verify", "inspect", "build-engine", "benchmark", "doctor", "run"}
+    assert commands == {"models", "build", "export", "quantize", "qat", "verify", "inspect", "build-engine", "benchmark", "doctor", "run", "serve-repo"}
     for cmd in commands:
         r = invoke(cmd, "--help")
         assert r.exit_code == 0 and "Usage" in r.stdout, cmd

@@ -38,6 +38,10 @@ def test_run_on_embedded_default(digits_cache, tmp_path: Path, monkeypatch) -> N
     assert "| int8 onnx |" in md and "median ms" in md
     with Image.open(out / "latency.png") as im:
         assert im.format == "PNG"
+    # The run's graphs as a Triton repository, in the final folder, each with its image ensemble.
+    assert summary["triton"]["repository"] == str(out / "triton")
+    assert summary["triton"]["models"] == ["model_fp32", "model_fp16", "model_int8"]
+    assert (out / "triton" / "model_int8_image" / "config.pbtxt").is_file() and "Triton model repository" in md
     import torch
 
     if not torch.cuda.is_available():

@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from swinedge.benchmarks.triton_load import bad_requests, post_json
 from swinedge.cli import app
 
 pytestmark = [pytest.mark.triton_server, pytest.mark.slow]
@@ -141,38 +140,12 @@ def test_served_top1_equals_swinedge_verify_on_the_same_files(served) -> None:
     assert report["top1_candidate"] > 50.0  # the model reads these PNGs (chance is 10%)
 
 
-def _post(server, model: str, body: bytes) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/infer", data=body, method="POST", headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def _bytes_request(items: list[str], shape: list[int] | None = None, datatype: str = "BYTES") -> bytes:
-    return json.dumps({"inputs": [{"name": "image", "datatype": datatype, "shape": shape or [len(items), 1], "data": items}]}).encode()
-
-
-@pytest.mark.parametrize(
-    "body,model,fragment",
-    [
-        (_bytes_request([1.0], datatype="FP32"), "digits_image", "data-type is 'FP32'"),
-        (_bytes_request(["a", "b"], shape=[1, 2]), "digits_image", "unexpected shape"),
-        (_bytes_request(["this is not an image"]), "digits_image", "does not decode as an image"),
-        (_bytes_request([""]), "digits_image", "is empty"),
-        (_bytes_request(["x" * ((1 << 20) + 1000)]), "digits_image", "over this model's limit"),
-        # Triton 2.51 answers a body that is not JSON with 500 (its parser's code), not 4xx:
-        # the server's behaviour, stated in README; what matters here is that it goes on serving.
-        (b"{not json", "digits_image", "failed to parse the request JSON"),
-        (_bytes_request(["x"]), "no_such_model", "unknown model"),
-    ],
-    ids=["wrong-dtype", "wrong-shape", "corrupt-image", "empty-image", "oversized-image", "not-json", "unknown-model"],
-)
-def test_malformed_requests_are_refused_and_the_server_keeps_serving(served, body: bytes, model: str, fragment: str) -> None:
+@pytest.mark.parametrize("index", range(len(bad_requests(1 << 20))), ids=[c[0].replace(" ", "-") for c in bad_requests(1 << 20)])
+def test_malformed_requests_are_refused_and_the_server_keeps_serving(served, index: int) -> None:
+    case, model, body, fragment = bad_requests(1 << 20)[index]  # the repository is written with --max-image-mb 1
     server = served["server"]
-    status, text = _post(server, model, body)
-    assert (status == 500) if body.startswith(b"{not") else (400 <= status < 500), (status, text)
+    status, text = post_json(server.http_url, model, body)
+    assert (status == 500) if case == "body not JSON" else (400 <= status < 500), (status, text)
     assert fragment in text
     good = next(iter(_files(served["digits"])))
     import tritonclient.http as httpclient

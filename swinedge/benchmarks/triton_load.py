@@ -94,7 +94,37 @@ def load_level(url: str, model: str, payloads: list[bytes], concurrency: int, re
     }  # fmt: skip
 
 
-def serve_digits(folder: Path, instances: int = 1) -> Path:
+def _json_request(items: list, shape: list[int] | None = None, datatype: str = "BYTES") -> bytes:
+    return json.dumps({"inputs": [{"name": "image", "datatype": datatype, "shape": shape or [len(items), 1], "data": items}]}).encode()
+
+
+def bad_requests(max_image_bytes: int) -> list[tuple[str, str, bytes, str]]:
+    """(case, model, HTTP JSON body, what the answer must say) for malformed requests."""
+    return [
+        ("wrong dtype", "digits_image", _json_request([1.0], datatype="FP32"), "data-type is 'FP32'"),
+        ("wrong shape", "digits_image", _json_request(["a", "b"], shape=[1, 2]), "unexpected shape"),
+        ("corrupt image", "digits_image", _json_request(["this is not an image"]), "does not decode as an image"),
+        ("empty image", "digits_image", _json_request([""]), "is empty"),
+        ("oversized image", "digits_image", _json_request(["x" * (max_image_bytes + 1000)]), "over this model's limit"),
+        ("unknown model", "no_such_model", _json_request(["x"]), "unknown model"),
+        # Triton 2.51 answers a body that is not JSON with 500 (its parser's code), not 4xx.
+        ("body not JSON", "digits_image", b"{not json", "failed to parse the request JSON"),
+    ]
+
+
+def post_json(http_url: str, model: str, body: bytes) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{http_url}/v2/models/{model}/infer", data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def serve_digits(folder: Path, instances: int = 1, max_image_mb: float = 1.0) -> Path:
     """The digits classifier exported and written as a CPU model repository under ``folder``."""
     from swinedge.digits import digits_checkpoint
     from swinedge.export import export_onnx
@@ -104,7 +134,7 @@ def serve_digits(folder: Path, instances: int = 1) -> Path:
     checkpoint, _ = digits_checkpoint(default_cache_dir())
     graph = export_onnx(checkpoint, folder / "digits.onnx").onnx_path
     repo = folder / "repo"
-    write_model_repository([graph], repo, RepositoryOptions(onnx_backend="python", onnx_device="cpu", instances=instances, top_k=3))
+    write_model_repository([graph], repo, RepositoryOptions(onnx_backend="python", onnx_device="cpu", instances=instances, top_k=3, max_image_mb=max_image_mb))
     return repo
 
 
@@ -120,7 +150,12 @@ def run(levels: list[int], requests: int, folder: Path) -> dict[str, Any]:
             before = server.memory_bytes()
             row = load_level(server.grpc_url, "digits_image", payloads, c, requests)
             rows.append({**row, "memory_before_mib": before / 2**20, "memory_after_mib": server.memory_bytes() / 2**20})
-    return {"model": "digits_image (swin_nano_patch2_window4_32, FP32 ONNX on ONNX Runtime in the Python backend, CPU)", "levels": rows}
+        bad = []
+        for case, model, body, _ in bad_requests(1 << 20):
+            status, _text = post_json(server.http_url, model, body)
+            after = load_level(server.grpc_url, "digits_image", payloads, 1, 1)
+            bad.append({"case": case, "http_status": status, "next_request_ok": after["failed"] == 0})
+    return {"model": "digits_image (swin_nano_patch2_window4_32, FP32 ONNX on ONNX Runtime in the Python backend, CPU)", "levels": rows, "bad_requests": bad}
 
 
 def main() -> None:
@@ -142,6 +177,9 @@ def main() -> None:
     for r in result["levels"]:
         print(f"{r['concurrency']:>11} {r['completed']:>8} {r['failed']:>6} {r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} "
               f"{r['throughput_per_s']:>7.1f} {r['memory_before_mib']:>11.0f} -> {r['memory_after_mib']:.0f}")  # fmt: skip
+    print(f"{'malformed request':>18} {'HTTP':>5} {'next request':>13}")
+    for b in result["bad_requests"]:
+        print(f"{b['case']:>18} {b['http_status']:>5} {'served' if b['next_request_ok'] else 'FAILED':>13}")
 
 
 if __name__ == "__main__":
