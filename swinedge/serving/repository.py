@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from swinedge.engine import ENGINE_SUFFIXES
 from swinedge.errors import MissingDependencyError, SwinedgeError
 
-ENGINE_SUFFIXES = (".plan", ".engine")
 SERVED_SUFFIXES = (*ENGINE_SUFFIXES, ".onnx")
 ONNX_BACKENDS = ("onnxruntime", "python")
 DEVICES = ("gpu", "cpu")
@@ -101,6 +101,7 @@ class ServedModel:
     task: str = "classifier"
     classes: int | None = None
     plugin: bool = False
+    qdq: bool = False  # ONNX with Q/DQ nodes: ONNX Runtime runs it at basic optimizations
 
     @property
     def file_name(self) -> str:
@@ -138,9 +139,11 @@ def _batched(shape: list, what: Path) -> bool:
     return not isinstance(shape[0], int)
 
 
-def _task_outputs(manifest: dict[str, Any], path: Path) -> tuple[list[dict[str, Any]], str, int | None]:
+def _task_outputs(manifest: dict[str, Any], path: Path, batched: bool) -> tuple[list[dict[str, Any]], str, int | None]:
+    """The outputs a manifest describes, with the batch dim in the dims only when it is fixed."""
+    first = 1 if batched else 0
     if manifest.get("task") == "backbone":
-        outs = [_tensor(o["name"], "TYPE_FP32", o["shape"][1:]) for o in manifest.get("outputs", [])]
+        outs = [_tensor(o["name"], "TYPE_FP32", o["shape"][first:]) for o in manifest.get("outputs", [])]
         if not outs:
             raise SwinedgeError(f"{path}: its manifest lists no stage outputs: re-create it with swinedge export --input-size")
         return outs, "backbone", None
@@ -148,7 +151,8 @@ def _task_outputs(manifest: dict[str, Any], path: Path) -> tuple[list[dict[str, 
     classes = output.get("classes") or (manifest.get("config") or {}).get("num_classes")
     if not output.get("name") or not isinstance(classes, int):
         raise SwinedgeError(f"{path}: its manifest does not describe the output (name and classes): rebuild it from a graph made by swinedge export")
-    return [_tensor(output["name"], "TYPE_FP32", [classes])], "classifier", classes
+    batch = [] if batched else [manifest["input"]["shape"][0]]
+    return [_tensor(output["name"], "TYPE_FP32", [*batch, classes])], "classifier", classes
 
 
 def _describe_plan(path: Path, name: str) -> ServedModel:
@@ -158,14 +162,12 @@ def _describe_plan(path: Path, name: str) -> ServedModel:
     inp = manifest.get("input") or {}
     shape = inp.get("shape")
     batched = _batched(shape, path)
-    outputs, task, classes = _task_outputs(manifest, path)
+    outputs, task, classes = _task_outputs(manifest, path, batched)
     profile = manifest.get("profile") or {}
     try:
         opt, top = int(profile["opt"][0]), int(profile["max"][0])
     except (KeyError, IndexError, TypeError, ValueError):
         raise SwinedgeError(f"{path}: its manifest has no optimization profile: rebuild it with swinedge build-engine") from None
-    if not batched:
-        outputs = [_tensor(o["name"], o["data_type"], [shape[0], *o["dims"]]) for o in outputs]
     # swinedge's graphs keep float32 inputs and outputs at every precision (FP16 is
     # converted with keep_io_types, INT8/FP8 are Q/DQ inside), so the plan's are too.
     return ServedModel(
@@ -182,6 +184,7 @@ def _describe_onnx(path: Path, name: str, options: RepositoryOptions) -> ServedM
     from swinedge.export import load_onnx
     from swinedge.manifest import read_manifest
     from swinedge.ops.onnx_plugin import plugin_nodes
+    from swinedge.runners.ort_runner import has_qdq
 
     manifest = read_manifest(path, kind="onnx")
     proto = load_onnx(path)
@@ -210,9 +213,7 @@ def _describe_onnx(path: Path, name: str, options: RepositoryOptions) -> ServedM
     task, classes = "classifier", None
     if manifest is not None and manifest.get("task") == "backbone":
         # the exporter leaves the stage maps' sizes symbolic; the manifest has them
-        outs, task, _ = _task_outputs(manifest, path)
-        if not batched:
-            outs = [_tensor(o["name"], o["data_type"], [shape[0], *o["dims"]]) for o in outs]
+        outs, task, _ = _task_outputs(manifest, path, batched)
     else:
         outs = []
         for o in proto.graph.output:
@@ -225,7 +226,7 @@ def _describe_onnx(path: Path, name: str, options: RepositoryOptions) -> ServedM
     max_batch = options.max_batch if batched else 0
     return ServedModel(
         name, path, "onnx", manifest, _tensor(inp.name, data_type(inp), shape[1:] if batched else shape), outs,
-        max_batch, sorted({1, max_batch} - {0}) if batched else [], task, classes,
+        max_batch, sorted({1, max_batch} - {0}) if batched else [], task, classes, qdq=has_qdq(proto),
     )  # fmt: skip
 
 
@@ -282,10 +283,15 @@ def _top_k_outputs(k: int) -> list[dict[str, Any]]:
     return [_tensor("labels", "TYPE_STRING", [k]), _tensor("scores", "TYPE_FP32", [k]), _tensor("class_ids", "TYPE_INT64", [k])]
 
 
+def ensemble_names(name: str) -> tuple[str, str, str]:
+    """The preprocess, postprocess and ensemble models of classifier ``name``."""
+    return f"{name}_preprocess", f"{name}_postprocess", f"{name}_image"
+
+
 def ensemble_configs(m: ServedModel, k: int, options: RepositoryOptions) -> dict[str, Any]:
     """The preprocess, postprocess and ensemble configs of classifier ``m``."""
     image = _tensor(IMAGE_INPUT, "TYPE_STRING", [1])
-    pre, post, ens = f"{m.name}_preprocess", f"{m.name}_postprocess", f"{m.name}_image"
+    pre, post, ens = ensemble_names(m.name)
     logits = m.outputs[0]
     steps = [
         {"modelName": pre, "modelVersion": "-1", "inputMap": {IMAGE_INPUT: IMAGE_INPUT}, "outputMap": {m.input["name"]: "preprocessed"}},
@@ -435,14 +441,14 @@ def plan_models(artifacts: list[str | Path], options: RepositoryOptions) -> list
     models = [describe_artifact(a, n, options) for a, n in zip(artifacts, names)]
     taken: dict[str, str] = {}
     for m in models:
-        wanted = [m.name] + ([f"{m.name}_preprocess", f"{m.name}_postprocess", f"{m.name}_image"] if _has_ensemble(m, options) else [])
+        wanted = [m.name, *(ensemble_names(m.name) if _has_ensemble(m, options) else ())]
         for n in wanted:
             if n in taken:
                 raise SwinedgeError(f"two models would be named '{n}' ({taken[n]} and {m.artifact.name}): give each artifact its own --name")
             taken[n] = m.artifact.name
         if _has_ensemble(m, options):
             if not m.max_batch:
-                raise SwinedgeError(f"{m.artifact}: the image ensemble needs a graph with a dynamic batch (re-export without --static-batch), or pass --no-ensemble")
+                raise SwinedgeError(f"{m.artifact}: the image ensemble needs a graph with a dynamic batch (re-export with --batch dynamic), or pass --no-ensemble")
             if m.manifest is None or not (m.manifest.get("input") or {}).get("shape"):
                 raise SwinedgeError(f"{m.artifact} has no manifest, so its preprocessing is unknown: re-create it with swinedge, or pass --no-ensemble")
             if options.top_k > (m.classes or 0):
@@ -476,10 +482,7 @@ def write_model_repository(
             say(f"writing {m.name} ({m.artifact.name})")
             folder = work / m.name
             if m.kind == "onnx" and options.onnx_backend == "python":
-                from swinedge.runners.ort_runner import has_qdq
-                from swinedge.export import load_onnx
-
-                record = {"input": m.input["name"], "outputs": [o["name"] for o in m.outputs], "basic_optimizations": has_qdq(load_onnx(m.artifact)), "threads": 0}
+                record = {"input": m.input["name"], "outputs": [o["name"] for o in m.outputs], "basic_optimizations": m.qdq, "threads": 0}
                 _write_python_model(folder, "onnxruntime_model.py", model_config(m, options), {"onnxruntime.json": record}, {"model.onnx": m.artifact})
             else:
                 (folder / "1").mkdir(parents=True)
@@ -493,7 +496,7 @@ def write_model_repository(
             if _has_ensemble(m, options):
                 k = options.top_k
                 configs = ensemble_configs(m, k, options)
-                pre, post, ens = configs
+                pre, post, ens = ensemble_names(m.name)
                 record = {"input": IMAGE_INPUT, "output": m.input["name"], "transform": _transform_record(m), "dtype": _TRITON_TO_NUMPY[m.input["data_type"]],
                           "max_image_bytes": int(options.max_image_mb * (1 << 20)), "max_pixels": 89_478_485}  # fmt: skip
                 _write_python_model(work / pre, "preprocess.py", configs[pre], {"preprocess.json": record},

@@ -126,9 +126,7 @@ class LocalTritonServer:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                tail = " | ".join(self.log.strip().splitlines()[-3:])
-                self.stop()
-                raise SwinedgeError(f"tritonserver exited with code {self.process.returncode} while starting: {tail[-400:]}")
+                self._fail(f"tritonserver exited with code {self.process.returncode} while starting")
             try:
                 with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
                     if r.status == 200:
@@ -136,9 +134,13 @@ class LocalTritonServer:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.5)
+        self._fail(f"tritonserver was not ready within {self.startup_timeout:.0f}s")
+
+    def _fail(self, what: str) -> None:
+        """Stop, and say why with the end of the server's log (which stop() removes)."""
         tail = " | ".join(self.log.strip().splitlines()[-3:])
         self.stop()
-        raise SwinedgeError(f"tritonserver was not ready within {self.startup_timeout:.0f}s: {tail[-400:]}")
+        raise SwinedgeError(f"{what}: {tail[-400:]}")
 
     def memory_bytes(self) -> int:
         """Resident memory of the server and its Python-backend stubs (its process group)."""
