@@ -10,6 +10,12 @@ relative-position bias and shift mask (one table per window-edge pattern, see
 when the window fits one key block, online over key blocks otherwise), P.V, window
 reverse and reverse shift.
 
+Two pairs of entry points share the body: the static kernels, where every size is a
+compile-time constant (one compiled kernel per feature-map size), and the any-size
+kernels, where the feature-map height and width are run-time int32 arguments (one
+compiled kernel per block for every size, e.g. a TensorRT engine with several
+optimization profiles); window, shift, heads, head dim and tiles are constexprs in both.
+
 The same kernel source is used three ways: launched on a GPU, run by Triton's
 interpreter on CPU (tests), and compiled ahead of time to PTX for the TensorRT plugin
 (:mod:`swinedge.ops.aot`).
@@ -39,16 +45,30 @@ MAX_TOKENS_PER_WINDOW = 576
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _slot_tokens(slot, wy, wx, H: tl.constexpr, W: tl.constexpr, WS: tl.constexpr, SHIFT: tl.constexpr):
+def _slot_tokens(slot, wy, wx, H, W, WS: tl.constexpr, SHIFT: tl.constexpr, RUNTIME_HW: tl.constexpr):
     """Window slot -> shifted, padded grid -> natural token index, and whether the slot is
-    a real token of the image (0 for slots past the window or in the padding)."""
+    a real token of the image (0 for slots past the window or in the padding).
+
+    ``H``, ``W``: constexprs (the static kernels) or, with ``RUNTIME_HW``, int32 scalars
+    (the any-size kernels), where the cyclic shift is one conditional subtraction instead
+    of ``%``: a valid slot has ``y < H``, so ``y + SHIFT < 2 H`` while ``SHIFT <= H``."""
     y = wy * WS + slot // WS
     x = wx * WS + slot % WS
     valid = (slot < WS * WS) & (y < H) & (x < W)
-    if SHIFT > 0:
-        tok = tl.where(valid, ((y + SHIFT) % H) * W + (x + SHIFT) % W, 0)
+    if RUNTIME_HW:
+        if SHIFT > 0:
+            ys = y + SHIFT
+            xs = x + SHIFT
+            ys = tl.where(ys >= H, ys - H, ys)
+            xs = tl.where(xs >= W, xs - W, xs)
+            tok = tl.where(valid, ys * W + xs, 0)
+        else:
+            tok = tl.where(valid, y * W + x, 0)
     else:
-        tok = tl.where(valid, y * W + x, 0)
+        if SHIFT > 0:
+            tok = tl.where(valid, ((y + SHIFT) % H) * W + (x + SHIFT) % W, 0)
+        else:
+            tok = tl.where(valid, y * W + x, 0)
     return tok, valid
 
 
@@ -70,8 +90,8 @@ def _attend(
     pad_ptr,
     scale_ptr,
     out_ptr,
-    H: tl.constexpr,
-    W: tl.constexpr,
+    H,
+    W,
     WS: tl.constexpr,
     SHIFT: tl.constexpr,
     HEADS: tl.constexpr,
@@ -83,25 +103,42 @@ def _attend(
     IEEE_FP32: tl.constexpr,
     QK_SCALE: tl.constexpr,
     COSINE: tl.constexpr,
+    RUNTIME_HW: tl.constexpr,
 ):
+    """The shared body. ``H``, ``W``: constexprs, or int32 scalars with ``RUNTIME_HW``
+    (then the window grid and token count are run-time values too, and ``HAS_PAD`` must
+    be set: whether a size needs padding is only known at run time)."""
     N: tl.constexpr = WS * WS
-    NWY: tl.constexpr = (H + WS - 1) // WS
-    NWX: tl.constexpr = (W + WS - 1) // WS
     NQB: tl.constexpr = (N + BLOCK_M - 1) // BLOCK_M
     ROWS: tl.constexpr = NQB * BLOCK_M
     COLS: tl.constexpr = KEY_BLOCKS * BLOCK_N
     C: tl.constexpr = HEADS * D
     ROW: tl.constexpr = 3 * C  # elements per token in qkv
-    L: tl.constexpr = H * W
 
     pid = tl.program_id(0)
     head = pid % HEADS
     rest = pid // HEADS
     qb = rest % NQB
-    win = (rest // NQB) % (NWY * NWX)
-    b = rest // (NQB * NWY * NWX)
-    wy = win // NWX
-    wx = win % NWX
+    if RUNTIME_HW:
+        NWY = (H + WS - 1) // WS
+        NWX = (W + WS - 1) // WS
+        L = H * W
+        # Two run-time divisions (by the window count and by the windows per row); the
+        # remainders from products.
+        image_win = rest // NQB
+        NW = NWY * NWX
+        b = image_win // NW
+        win = image_win - b * NW
+        wy = win // NWX
+        wx = win - wy * NWX
+    else:
+        NWY: tl.constexpr = (H + WS - 1) // WS
+        NWX: tl.constexpr = (W + WS - 1) // WS
+        L: tl.constexpr = H * W
+        win = (rest // NQB) % (NWY * NWX)
+        b = rest // (NQB * NWY * NWX)
+        wy = win // NWX
+        wx = win % NWX
     if SHIFT > 0:
         pattern = (wy == NWY - 1).to(tl.int32) * 2 + (wx == NWX - 1).to(tl.int32)
     else:
@@ -112,7 +149,7 @@ def _attend(
     table_base = table_ptr + (pattern * HEADS + head) * (ROWS * COLS)
 
     qi = qb * BLOCK_M + tl.arange(0, BLOCK_M)
-    q_tok, q_valid = _slot_tokens(qi, wy, wx, H, W, WS, SHIFT)
+    q_tok, q_valid = _slot_tokens(qi, wy, wx, H, W, WS, SHIFT, RUNTIME_HW)
     # No masks on loads: a slot outside the image reads token 0 (its scores are -inf in
     # the table past the window, and its output is never stored) or, for keys padding
     # the image to a window multiple, the pad row (the qkv bias, as timm pads). Every
@@ -155,7 +192,7 @@ def _attend(
         acc = tl.zeros([BLOCK_M, D], tl.float32)
         for kb in range(KEY_BLOCKS):
             kj = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-            k_tok, k_valid = _slot_tokens(kj, wy, wx, H, W, WS, SHIFT)
+            k_tok, k_valid = _slot_tokens(kj, wy, wx, H, W, WS, SHIFT, RUNTIME_HW)
             if HAS_PAD:
                 k_base = tl.multiple_of(tl.where(k_valid, in_base + k_tok * ROW, pad_base), 16)
             else:
@@ -202,7 +239,7 @@ def _kernel(
 ):  # fmt: skip
     _attend(
         qkv_ptr, table_ptr, pad_ptr, table_ptr, out_ptr,
-        H, W, WS, SHIFT, HEADS, D, BLOCK_M, BLOCK_N, KEY_BLOCKS, HAS_PAD, IEEE_FP32, QK_SCALE, False,
+        H, W, WS, SHIFT, HEADS, D, BLOCK_M, BLOCK_N, KEY_BLOCKS, HAS_PAD, IEEE_FP32, QK_SCALE, False, False,
     )  # fmt: skip
 
 
@@ -214,8 +251,42 @@ def _cosine_kernel(
 ):  # fmt: skip
     _attend(
         qkv_ptr, table_ptr, pad_ptr, scale_ptr, out_ptr,
-        H, W, WS, SHIFT, HEADS, D, BLOCK_M, BLOCK_N, KEY_BLOCKS, HAS_PAD, IEEE_FP32, QK_SCALE, True,
+        H, W, WS, SHIFT, HEADS, D, BLOCK_M, BLOCK_N, KEY_BLOCKS, HAS_PAD, IEEE_FP32, QK_SCALE, True, False,
     )  # fmt: skip
+
+
+# The any-size entry points: H and W are run-time int32 arguments (TensorRT's extra
+# scalars, between the inputs and the output), so one compiled kernel serves every
+# feature-map size of a block (one engine, several optimization profiles). Window, shift,
+# heads, head dim and tiles stay constexprs; padding is always handled (HAS_PAD), since
+# whether a size needs it is only known at run time, so ``pad_ptr`` must always be valid.
+def _any_size_kernel(
+    qkv_ptr, table_ptr, pad_ptr, H, W, out_ptr,
+    WS: tl.constexpr, SHIFT: tl.constexpr, HEADS: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, KEY_BLOCKS: tl.constexpr,
+    IEEE_FP32: tl.constexpr, QK_SCALE: tl.constexpr,
+):  # fmt: skip
+    _attend(
+        qkv_ptr, table_ptr, pad_ptr, table_ptr, out_ptr,
+        H, W, WS, SHIFT, HEADS, D, BLOCK_M, BLOCK_N, KEY_BLOCKS, True, IEEE_FP32, QK_SCALE, False, True,
+    )  # fmt: skip
+
+
+def _any_size_cosine_kernel(
+    qkv_ptr, table_ptr, pad_ptr, scale_ptr, H, W, out_ptr,
+    WS: tl.constexpr, SHIFT: tl.constexpr, HEADS: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, KEY_BLOCKS: tl.constexpr,
+    IEEE_FP32: tl.constexpr, QK_SCALE: tl.constexpr,
+):  # fmt: skip
+    _attend(
+        qkv_ptr, table_ptr, pad_ptr, scale_ptr, out_ptr,
+        H, W, WS, SHIFT, HEADS, D, BLOCK_M, BLOCK_N, KEY_BLOCKS, True, IEEE_FP32, QK_SCALE, True, True,
+    )  # fmt: skip
+
+
+# The run-time size arguments, never specialised by the JIT (on 1 or on divisibility by
+# 16): the GPU JIT then compiles the code the AOT plugin ships, one kernel for all sizes.
+ANY_SIZE_SCALARS = ("H", "W")
 
 
 @dataclass(frozen=True)
@@ -226,6 +297,11 @@ class LaunchConfig(Tiling):
 
     def programs_per_image(self, g: WindowGeometry) -> int:
         return g.num_windows * self.query_blocks * g.num_heads
+
+    def programs_per_window(self, g: WindowGeometry) -> int:
+        """Programs of one window (query blocks x heads): the any-size grid is
+        ``batch * ceil(H / window) * ceil(W / window) * programs_per_window``."""
+        return self.query_blocks * g.num_heads
 
     def grid(self, g: WindowGeometry, batch: int) -> tuple[int, int, int]:
         return (batch * self.programs_per_image(g), 1, 1)
@@ -248,6 +324,18 @@ def check_geometry(g: WindowGeometry, dtype: torch.dtype | None = None) -> None:
         raise SwinedgeError(f"shift must be in [0, window); got shift {g.shift} for window {g.window}")
     if dtype is not None and dtype not in SUPPORTED_DTYPES:
         raise SwinedgeError(f"fused window attention supports float32, float16 and bfloat16 tensors; got {dtype}")
+
+
+def check_any_size(g: WindowGeometry) -> None:
+    """What the any-size kernel needs of a run-time size beyond :func:`check_geometry`:
+    its cyclic shift is one conditional subtraction, exact while ``shift <= H`` and
+    ``shift <= W`` (a TensorRT profile's minimum sizes must keep to it)."""
+    if g.height < 1 or g.width < 1:
+        raise SwinedgeError(f"the any-size kernel needs a feature map of at least 1x1, got {g.height}x{g.width}")
+    if g.shift > min(g.height, g.width):
+        raise SwinedgeError(
+            f"the any-size kernel needs height and width of at least the shift ({g.shift}); got {g.height}x{g.width}"
+        )
 
 
 def launch_config(g: WindowGeometry) -> LaunchConfig:
@@ -274,7 +362,16 @@ def constexprs(g: WindowGeometry, cfg: LaunchConfig, *, has_pad: bool, ieee_fp32
     }
 
 
-_KERNELS: dict[tuple[bool, bool], object] = {}
+def any_size_constexprs(g: WindowGeometry, cfg: LaunchConfig, *, ieee_fp32: bool) -> dict:
+    """The any-size kernels' constexprs: :func:`constexprs` without H, W and HAS_PAD
+    (the geometry's height and width are not read)."""
+    consts = constexprs(g, cfg, has_pad=True, ieee_fp32=ieee_fp32)
+    for name in ("H", "W", "HAS_PAD"):
+        del consts[name]
+    return consts
+
+
+_KERNELS: dict[tuple[bool, bool, bool], object] = {}
 
 
 def interpreter_active() -> bool:
@@ -283,9 +380,11 @@ def interpreter_active() -> bool:
     return HAVE_TRITON and bool(triton.knobs.runtime.interpret)
 
 
-def kernel(interpret: bool | None = None, cosine: bool = False):
+def kernel(interpret: bool | None = None, cosine: bool = False, any_size: bool = False):
     """The kernel as a Triton JIT function (GPU, AOT) or an interpreted one (CPU);
-    ``cosine``: Swin V2's, which takes the logit-scale pointer after ``pad``."""
+    ``cosine``: Swin V2's, which takes the logit-scale pointer after ``pad``;
+    ``any_size``: the entry with H and W as int32 arguments after the inputs
+    (``_any_size_kernel`` / ``_any_size_cosine_kernel``)."""
     if not HAVE_TRITON:
         raise MissingDependencyError("the fused kernel needs Triton: pip install 'swinedge[kernel]'")
     if interpret is None:
@@ -294,9 +393,12 @@ def kernel(interpret: bool | None = None, cosine: bool = False):
         raise SwinedgeError("the Triton interpreter needs TRITON_INTERPRET=1 set before Triton is imported")
     if not interpret and interpreter_active():
         raise SwinedgeError("this process runs Triton interpreted (TRITON_INTERPRET=1): compile kernels in another process")
-    key = (interpret, cosine)
+    key = (interpret, cosine, any_size)
     if key not in _KERNELS:
-        fn = _cosine_kernel if cosine else _kernel
+        if any_size:
+            fn = _any_size_cosine_kernel if cosine else _any_size_kernel
+        else:
+            fn = _cosine_kernel if cosine else _kernel
         if interpret:
             from triton.runtime.interpreter import InterpretedFunction
 
@@ -304,7 +406,7 @@ def kernel(interpret: bool | None = None, cosine: bool = False):
         else:
             from triton.runtime.jit import JITFunction
 
-            _KERNELS[key] = JITFunction(fn)
+            _KERNELS[key] = JITFunction(fn, do_not_specialize=ANY_SIZE_SCALARS) if any_size else JITFunction(fn)
     return _KERNELS[key]
 
 
@@ -322,13 +424,20 @@ def window_attention_triton(
     *,
     logit_scale: torch.Tensor | None = None,
     interpret: bool | None = None,
+    any_size: bool = False,
 ) -> torch.Tensor:
     """Launch the fused kernel: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` (same dtype).
 
     ``table``: :func:`swinedge.ops.attention_table.attention_table` of the block's bias.
-    ``logit_scale``: ``[heads]``, for a cosine (Swin V2) geometry only."""
+    ``logit_scale``: ``[heads]``, for a cosine (Swin V2) geometry only.
+    ``any_size``: launch the entry that takes ``geometry.height`` and ``.width`` as
+    run-time int32 arguments (one compiled kernel for every size; what a TensorRT engine
+    with several optimization profiles runs) instead of the one compiled for this size.
+    ``pad_qkv`` None then pads with zeros, as the reference does."""
     g = geometry
     check_geometry(g, qkv.dtype)
+    if any_size:
+        check_any_size(g)
     expected = (g.height * g.width, 3 * g.dim)
     if qkv.dim() != 3 or tuple(qkv.shape[1:]) != expected:
         raise SwinedgeError(f"qkv must be [batch, {expected[0]}, {expected[1]}] for this geometry, got {list(qkv.shape)}")
@@ -353,10 +462,21 @@ def window_attention_triton(
     if qkv.shape[0] == 0:
         return out
     cfg = launch_config(g)
-    kern = kernel(interpret, cosine=g.cosine)
-    consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=qkv.dtype == torch.float32)
+    kern = kernel(interpret, cosine=g.cosine, any_size=any_size)
+    ieee_fp32 = qkv.dtype == torch.float32
+    if any_size:
+        # The any-size kernel always reads the pad row for keys past the image.
+        if pad_qkv is None:
+            pad = torch.zeros(3 * g.dim, device=qkv.device, dtype=qkv.dtype)
+        else:
+            pad = _aligned(pad_qkv.to(device=qkv.device, dtype=qkv.dtype).contiguous())
+        consts = any_size_constexprs(g, cfg, ieee_fp32=ieee_fp32)
+    else:
+        consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=ieee_fp32)
     buffers = [qkv, table, pad]
     if g.cosine:
         buffers.append(_aligned(logit_scale.to(device=qkv.device, dtype=torch.float32).reshape(-1).contiguous()))
+    if any_size:
+        buffers += [g.height, g.width]
     kern[cfg.grid(g, qkv.shape[0])](*buffers, out, **consts, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out
