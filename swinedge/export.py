@@ -61,6 +61,7 @@ def export_onnx(
     info: dict[str, Any] | None = None,
     check_batch: int = 2,
     size: str | tuple[int, int] | None = None,
+    sizes: str | list[tuple[int, int]] | None = None,
 ) -> ExportResult:
     """Export ``source`` (variant name, self-describing checkpoint or model) to ONNX.
 
@@ -68,8 +69,12 @@ def export_onnx(
     torch model on ONNX Runtime CPU; the measured max abs error is kept in the manifest.
 
     A backbone (``swinedge build --features``) exports one output per selected stage,
-    ``stage{i}`` NCHW, at the size it was built for or at ``size`` (``"HxW"``): every
-    block's window geometry is fixed by the input size, so each size is its own graph.
+    ``stage{i}`` NCHW, at the size it was built for or at ``size`` (``"HxW"``), where
+    every map size is a constant of the graph; or, with ``sizes`` (``"640x640,800x1333"``),
+    one graph whose height and width are dynamic and which serves each of those sizes
+    (any size with the same windows and shifts, in fact): it is checked against the
+    model built at each size on its own, and its manifest lists them as ``input_sizes``
+    (``build-engine`` makes one optimization profile per size).
     """
     out = Path(out)
     if out.suffix != ".onnx":
@@ -83,8 +88,13 @@ def export_onnx(
         raise SwinedgeError(f"--opset {opset} is outside the supported range 14..21 (17 is the default)")
     static_batch = parse_batch(batch)
     input_size = parse_size(size) if isinstance(size, str) else size
+    input_sizes = parse_sizes(sizes) if isinstance(sizes, str) else (list(sizes) if sizes is not None else None)
+    if input_sizes is not None and input_size is not None:
+        raise SwinedgeError("--input-size and --sizes exclude each other: --sizes exports one graph for several sizes")
+    if input_sizes is not None:
+        input_size = input_sizes[0]
     if given_model:
-        if input_size is not None:
+        if input_size is not None and input_sizes is None:
             raise SwinedgeError("size is given by the model object itself; pass a checkpoint to export at another size")
         model = source.eval()
         info = info or {"model": "custom", "config": model.config.to_dict(), "source": None}
@@ -92,6 +102,14 @@ def export_onnx(
         model, info = load_model(source, input_size=input_size)
     cfg = model.config
     backbone = isinstance(model, SwinBackbone)
+    if input_sizes is not None:
+        if not backbone:
+            raise SwinedgeError(f"{info['model']} is a classifier: --sizes is for backbones (build one with `swinedge build MODEL --features`)")
+        if given_model and tuple(cfg.input_size) != tuple(input_sizes[0]):
+            raise SwinedgeError(f"the model is built for {format_size(cfg.input_size)}: list that size first in sizes")
+        problem = cfg.any_size_problem(input_sizes)
+        if problem:
+            raise SwinedgeError(f"--sizes: {problem}")
     height, width = cfg.input_size if backbone else (cfg.img_size, cfg.img_size)
     output_names = cfg.output_names() if backbone else [OUTPUT_NAME]
     if attention == "plugin" and isinstance(model, VisionTransformer):
@@ -110,10 +128,16 @@ def export_onnx(
     with torch.no_grad():  # warm weight-only caches (Swin V2's bias tables): exported as constants
         model(dummy[:1])
     dynamic_axes = None if static_batch else {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
+    if input_sizes is not None:
+        dynamic_axes = dynamic_axes or {name: {} for name in (INPUT_NAME, *output_names)}
+        dynamic_axes[INPUT_NAME].update({2: "height", 3: "width"})
+        for name in output_names:
+            dynamic_axes[name].update({2: f"{name}_height", 3: f"{name}_width"})
+    any_size = model_any_size(model, input_sizes is not None)
     start = time.perf_counter()
     with artifact_with_manifest("onnx", out) as pending:
         tmp = pending.path
-        with context, torch.no_grad(), warnings.catch_warnings():
+        with any_size, context, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about Python ints
             torch.onnx.export(
                 model,
@@ -135,14 +159,17 @@ def export_onnx(
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(proto)
         leftover = [node.op_type for node in proto.graph.node if node.op_type == "Shape"]
-        if leftover:
+        if leftover and input_sizes is None:  # an any-size graph computes its sizes
             raise SwinedgeError(f"export left {len(leftover)} Shape ops in the graph; this is a swinedge bug, please report it")
         seconds = time.perf_counter() - start
-        with torch.no_grad():
-            expected = model(dummy)
-        expected = [t.numpy() for t in expected] if backbone else [expected.numpy()]
-        got = run_onnx_cpu(tmp, dummy.numpy(), attention == "plugin", all_outputs=True)
-        max_abs = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+        if input_sizes is None:
+            with torch.no_grad():
+                expected = model(dummy)
+            expected = [t.numpy() for t in expected] if backbone else [expected.numpy()]
+            got = run_onnx_cpu(tmp, dummy.numpy(), attention == "plugin", all_outputs=True)
+            max_abs = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+        else:
+            max_abs = any_size_parity(tmp, model, input_sizes, n, attention == "plugin")
         batch_dim = "batch" if static_batch is None else static_batch
         if backbone:
             from swinedge.data import FitPadPreprocess
@@ -155,6 +182,8 @@ def export_onnx(
                 "preprocess": FitPadPreprocess(height, width).spec(),
                 "input_size": format_size(cfg.input_size),
             }
+            if input_sizes is not None:
+                task_fields["input_sizes"] = [format_size(sz) for sz in input_sizes]
         else:
             task_fields = {"output": {"name": OUTPUT_NAME, "classes": cfg.num_classes}, "preprocess": preprocess_spec(cfg.img_size, info.get("model"))}
         pending.fields.update(
@@ -171,6 +200,56 @@ def export_onnx(
         )
     manifest = pending.manifest
     return ExportResult(out, manifest_path(out), max_abs, seconds, manifest)
+
+
+MAX_EXPORT_SIZES = 8  # an engine gets one optimization profile per size
+
+
+def parse_sizes(text: str, flag: str = "--sizes") -> list[tuple[int, int]]:
+    """``"640x640,800x1333"`` -> [(640, 640), (800, 1333)]: distinct sizes, in order."""
+    items = [t for t in str(text).replace(" ", "").split(",") if t]
+    if not items:
+        raise SwinedgeError(f"{flag} is empty: give sizes as HEIGHTxWIDTH,... e.g. 640x640,800x1333")
+    sizes = [parse_size(t, flag) for t in items]
+    repeated = sorted({format_size(sz) for sz in sizes if sizes.count(sz) > 1})
+    if repeated:
+        raise SwinedgeError(f"{flag} lists {', '.join(repeated)} more than once: give each size once")
+    if len(sizes) > MAX_EXPORT_SIZES:
+        raise SwinedgeError(f"{flag} gives {len(sizes)} sizes, more than {MAX_EXPORT_SIZES}: an engine holds one optimization profile per size")
+    return sizes
+
+
+@contextlib.contextmanager
+def model_any_size(model: Any, on: bool):
+    """Within: the model reads its map sizes from the tensors (a traced export computes
+    them from the input's shape); restored on every exit."""
+    if not on:
+        yield
+        return
+    model.set_any_size(True)
+    try:
+        yield
+    finally:
+        model.set_any_size(False)
+
+
+def any_size_parity(path: Path, model: Any, sizes: list[tuple[int, int]], batch: int, with_plugin: bool) -> float:
+    """Max abs difference, over ``sizes``, between the any-size graph run at each size on
+    ONNX Runtime and the model built at that size on its own (fixed geometry, the code
+    path of a one-size export): the graph must serve every size it claims."""
+    from swinedge.models.backbone import SwinBackbone as Backbone
+
+    worst = 0.0
+    state = model.state_dict()
+    for i, (h, w) in enumerate(sizes):
+        reference = Backbone(model.config.at_size((h, w))).eval()
+        reference.load_state_dict(state)
+        x = torch.randn(batch, model.config.in_chans, h, w, generator=torch.Generator().manual_seed(i))
+        with torch.no_grad():
+            expected = [t.numpy() for t in reference(x)]
+        got = run_onnx_cpu(path, x.numpy(), with_plugin, all_outputs=True)
+        worst = max(worst, *(float(np.abs(g - e).max()) for g, e in zip(got, expected)))
+    return worst
 
 
 def remove_identity_nodes(proto: onnx.ModelProto) -> onnx.ModelProto:

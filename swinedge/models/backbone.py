@@ -8,8 +8,10 @@ as they are, as timm's ``features_only`` models do.
 
 The input is zero-padded at the bottom/right to the patch multiple, each stage to the
 window multiple inside attention and odd maps before merging (mmdet's corner padding
-and timm's, which agree). The geometry of every block is fixed by the input size: an
-exported graph serves the size it was exported at (see ``export --size``).
+and timm's, which agree). The geometry of every block follows from the input size. A
+graph exported at one size has it fixed; one exported for several sizes
+(``export --sizes``, :meth:`WindowedTransformer.set_any_size`) reads every map size
+from its input and serves every size whose windows and shifts are the built ones.
 
 Checkpoints (:func:`backbone_filter_fn`): mmdet/mmseg detectors and segmentors (a
 ``backbone.`` prefix, mmdet's own names, ``nn.Unfold`` channel order in patch merging),
@@ -134,6 +136,31 @@ class BackboneConfig:
         geoms = self.trunk.stage_geometries(self.input_size)[: max(self.out_indices) + 1]
         return [[attention_geometry(g, self.pad_first) for g in stage] for stage in geoms]
 
+    def block_signature(self) -> list[tuple[int, int, int, int]]:
+        """(window, shift, heads, head dim) of every block built: what a graph serving
+        several sizes fixes, where each size brings its own map sizes."""
+        return [(g.window, g.shift, g.num_heads, g.head_dim) for stage in self.stage_geometries() for g in stage]
+
+    def any_size_problem(self, sizes: list[tuple[int, int]]) -> str | None:
+        """Why one graph built for this config cannot serve every size of ``sizes``, or
+        None. A size must itself be valid, and its blocks must have this config's windows
+        and shifts: timm clamps the window of a stage no larger than it, which would be
+        another graph."""
+        mine = self.block_signature()
+        for size in sizes:
+            other = self.at_size(tuple(size))
+            try:
+                other.validate()
+            except SwinedgeError as e:
+                return str(e)
+            if other.block_signature() != mine:
+                return (
+                    f"input {format_size(size)} clamps a stage's window (a stage no larger than the window "
+                    f"{self.trunk.window_size}), so it needs a graph of its own; one graph serves sizes of at least "
+                    f"{min_backbone_side(self.trunk)} px on each side"
+                )
+        return None
+
     def stage_shapes(self) -> list[tuple[int, int, int]]:
         """(channels, height, width) of each returned stage."""
         geoms = self.trunk.stage_geometries(self.input_size)  # the maps' own sizes
@@ -188,6 +215,7 @@ class SwinBackbone(WindowedTransformer):
         super().__init__()
         config.validate()
         self.config = config
+        self.any_size = False  # True: any size the blocks' windows serve (set_any_size)
         h, w = config.input_size
         p = config.trunk.patch_size
         self.pad_hw = (-h % p, -w % p)  # bottom, right: to the patch multiple
@@ -204,6 +232,8 @@ class SwinBackbone(WindowedTransformer):
                 self.add_module(f"norm{i}", nn.LayerNorm(dims[i]))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        if self.any_size:
+            return self._stage_outputs(self._pad_any_size(x))
         h, w = self.config.input_size
         if tuple(x.shape[-2:]) != (h, w):
             raise SwinedgeError(
@@ -212,6 +242,19 @@ class SwinBackbone(WindowedTransformer):
             )
         if any(self.pad_hw):
             x = F.pad(x, (0, self.pad_hw[1], 0, self.pad_hw[0]))
+        return self._stage_outputs(x)
+
+    def _pad_any_size(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad to the patch multiple by amounts computed from x (traced exports)."""
+        h, w = x.shape[-2], x.shape[-1]
+        if not torch.jit.is_tracing():
+            problem = self.config.any_size_problem([(int(h), int(w))])
+            if problem:
+                raise SwinedgeError(problem)
+        p = self.config.trunk.patch_size
+        return F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
+
+    def _stage_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = []
         for i, x in enumerate(self.layers(self.patch_embed(x))):
             if i in self.config.out_indices:

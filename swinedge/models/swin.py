@@ -29,6 +29,7 @@ from swinedge.ops.window_attention import (
     relative_position_bias,
     relative_position_index,
     shift_mask,
+    window_attention_any_size,
     window_attention_reference,
 )
 
@@ -270,11 +271,15 @@ class PatchMerging(nn.Module):
         super().__init__()
         self.dim = dim
         self.resolution = resolution  # (h, w), static: exported graphs get no Shape chains
+        self.any_size = False  # True: the size is read from x (graphs serving several sizes)
         self.norm = nn.LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, h, w = pad_to_even(x, *self.resolution)
+        if self.any_size:
+            x, h, w = pad_to_even_any_size(x)
+        else:
+            x, h, w = pad_to_even(x, *self.resolution)
         # Channel order (h0w0, h1w0, h0w1, h1w1) is the official x0, x1, x2, x3 concat.
         x = x.reshape(-1, h // 2, 2, w // 2, 2, self.dim).permute(0, 1, 3, 4, 2, 5)
         x = x.reshape(-1, h // 2, w // 2, 4 * self.dim)
@@ -287,6 +292,14 @@ def pad_to_even(x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, int, int
     if pad_h or pad_w:
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     return x, h + pad_h, w + pad_w
+
+
+def pad_to_even_any_size(x: torch.Tensor) -> tuple[torch.Tensor, Any, Any]:
+    """:func:`pad_to_even` with the size read from ``x`` and no branch on it: a traced
+    export pads by ``h % 2`` (0 or 1) at whatever size the graph runs."""
+    h, w = x.shape[1], x.shape[2]
+    pad_h, pad_w = h % 2, w % 2
+    return F.pad(x, (0, 0, 0, pad_w, 0, pad_h)), h + pad_h, w + pad_w
 
 
 class Mlp(nn.Module):
@@ -351,10 +364,27 @@ class WindowAttention(nn.Module):
             self._table_cache = (key, table.detach())
         return self._table_cache[1]
 
+    def pattern_scores(self) -> torch.Tensor:
+        """``[P, heads, N, N]`` bias plus shift mask per window-edge pattern: the native
+        any-size core's constant (:func:`swinedge.ops.attention_table.pattern_scores`)."""
+        from swinedge.ops.attention_table import pattern_scores
+
+        return pattern_scores(self.bias(), self.geometry)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[B, H*W, C]`` normalized tokens -> ``[B, H*W, C]``."""
+        """``x``: ``[B, H*W, C]`` normalized tokens -> ``[B, H*W, C]``; or ``[B, H, W, C]``
+        at any H and W (graphs that serve several sizes) -> ``[B, H, W, C]``."""
         qkv = self.qkv(x)
         pad_qkv = self.qkv.bias
+        g = self.geometry
+        if x.dim() == 4:
+            if self.impl == "fused":
+                from swinedge.ops.fused import window_attention_fused_any_size
+
+                out = window_attention_fused_any_size(qkv, self.score_table(), pad_qkv, g)
+            else:
+                out = window_attention_any_size(qkv, self.pattern_scores(), pad_qkv, g.window, g.shift, g.num_heads)
+            return self.proj(out)
         if self.impl == "fused":
             from swinedge.ops.fused import window_attention_fused
 
@@ -382,6 +412,9 @@ class SwinBlock(nn.Module):
         super().__init__()
         dim = geometry.dim
         self.resolution = (geometry.height, geometry.width)
+        self.any_size = False  # True: [B, H, W, C] at any size (graphs serving several sizes)
+        # mmdet's order in a shifted block: pad to the window multiple, then shift.
+        self.pads_first = pad_first and geometry.shift > 0
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(attention_geometry(geometry, pad_first), qkv_bias)
         self.drop_path1 = DropPath(drop_path)
@@ -398,7 +431,18 @@ class SwinBlock(nn.Module):
         out = self.attn(padded.reshape(-1, g.height * g.width, g.dim))
         return out.reshape(-1, g.height, g.width, g.dim)[:, :h, :w].reshape(-1, h * w, g.dim)
 
+    def _attention_any_size(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.pads_first:
+            return self.attn(x)
+        ws = self.attn.geometry.window
+        h, w = x.shape[1], x.shape[2]
+        padded = F.pad(x, (0, 0, 0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws))
+        return self.attn(padded)[:, :h, :w]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.any_size:  # [B, H, W, C] throughout: attention reads the size from x
+            x = x + self.drop_path1(self._attention_any_size(self.norm1(x)))
+            return x + self.drop_path2(self.mlp(self.norm2(x)))
         h, w = self.resolution
         dim = self.attn.geometry.dim
         x = x.reshape(-1, h * w, dim)
@@ -453,6 +497,15 @@ class WindowedTransformer(nn.Module):
             raise SwinedgeError(f"unknown attention implementation '{impl}': choose one of {', '.join(ATTENTION_IMPLS)}")
         for m in self.attention_modules():
             m.impl = impl
+        return self
+
+    def set_any_size(self, any_size: bool = True) -> "WindowedTransformer":
+        """Read every feature-map size from the tensors instead of the built geometry, so
+        that one traced export serves several input sizes (their windows and shifts must
+        be the built ones: see ``BackboneConfig.any_size_problem``)."""
+        for m in self.modules():
+            if hasattr(m, "any_size"):
+                m.any_size = any_size
         return self
 
     def attention_modules(self) -> list[nn.Module]:

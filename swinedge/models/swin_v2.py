@@ -19,11 +19,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinedge.errors import SwinedgeError
-from swinedge.models.swin import ClassifierHead, DropPath, Mlp, PatchEmbed, SwinConfig, WindowedTransformer, pad_to_even
+from swinedge.models.swin import ClassifierHead, DropPath, Mlp, PatchEmbed, SwinConfig, WindowedTransformer, pad_to_even, pad_to_even_any_size
 from swinedge.ops.window_attention import (
     WindowGeometry,
     relative_position_index,
     shift_mask,
+    window_attention_any_size,
     window_attention_reference,
 )
 
@@ -183,6 +184,18 @@ class WindowAttentionV2(nn.Module):
         qkv = self.qkv(x) + qkv_bias
         scale, bias, table = self.constants()
         # Padded tokens get the qkv bias, as timm pads x with zeros before the projection.
+        if x.dim() == 4:  # [B, H, W, C] at any size (graphs serving several sizes)
+            if self.impl == "fused":
+                from swinedge.ops.fused import window_attention_fused_any_size
+
+                out = window_attention_fused_any_size(qkv, table, qkv_bias, g, logit_scale=scale)
+            else:
+                from swinedge.ops.attention_table import pattern_scores
+
+                out = window_attention_any_size(
+                    qkv, pattern_scores(bias, g), qkv_bias, g.window, g.shift, g.num_heads, cosine=True, logit_scale=scale
+                )
+            return self.proj(out)
         if self.impl == "fused":
             from swinedge.ops.fused import window_attention_fused
 
@@ -200,6 +213,7 @@ class SwinV2Block(nn.Module):
         super().__init__()
         dim = geometry.dim
         self.attn = WindowAttentionV2(geometry, pretrained_window)
+        self.any_size = False  # True: [B, H, W, C] at any size (graphs serving several sizes)
         self.norm1 = nn.LayerNorm(dim)
         self.drop_path1 = DropPath(drop_path)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
@@ -207,6 +221,9 @@ class SwinV2Block(nn.Module):
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.any_size:  # [B, H, W, C] throughout: attention reads the size from x
+            x = x + self.drop_path1(self.norm1(self.attn(x)))
+            return x + self.drop_path2(self.norm2(self.mlp(x)))
         g = self.attn.geometry
         x = x.reshape(-1, g.height * g.width, g.dim)
         x = x + self.drop_path1(self.norm1(self.attn(x)))
@@ -220,11 +237,12 @@ class PatchMergingV2(nn.Module):
     def __init__(self, dim: int, out_dim: int, resolution: tuple[int, int]) -> None:
         super().__init__()
         self.dim, self.resolution = dim, resolution
+        self.any_size = False  # True: the size is read from x (graphs serving several sizes)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
         self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, h, w = pad_to_even(x, *self.resolution)
+        x, h, w = pad_to_even_any_size(x) if self.any_size else pad_to_even(x, *self.resolution)
         x = x.reshape(-1, h // 2, 2, w // 2, 2, self.dim).permute(0, 1, 3, 4, 2, 5).reshape(-1, h // 2, w // 2, 4 * self.dim)
         return self.norm(self.reduction(x))
 

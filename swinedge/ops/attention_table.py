@@ -106,6 +106,14 @@ def pattern_masks(g: WindowGeometry) -> torch.Tensor:
     return torch.stack(masks)
 
 
+def pattern_scores(bias: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
+    """``[heads, N, N]`` bias -> ``[P, heads, N, N]`` bias plus each pattern's shift mask,
+    in the units the native core adds to its scaled scores (pattern 0, an interior
+    window, is the bias alone). What a graph serving several sizes holds: every window's
+    scores at any size are one of these."""
+    return bias.float()[None] + pattern_masks(g).to(bias.device)[:, None]
+
+
 def attention_table(bias: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
     """``[heads, N, N]`` relative-position bias -> the kernel's ``[P, heads, rows, cols]`` table."""
     n, t = g.tokens_per_window, tiling(g)

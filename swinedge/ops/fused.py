@@ -14,6 +14,7 @@ formula is registered.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -28,8 +29,29 @@ COSINE_OP_NAME = "swinedge::cosine_window_attention"
 def _geometry(
     qkv: torch.Tensor, height: int, width: int, window: int, shift: int, num_heads: int, cosine: bool = False
 ) -> WindowGeometry:
+    """The block's geometry; ``height == width == 0``: an any-size call, whose ``qkv`` is
+    ``[B, H, W, 3C]`` and whose map size is read from it."""
     dim = qkv.shape[-1] // 3
+    if height == 0 and width == 0:
+        if qkv.dim() != 4:
+            raise ValueError(f"an any-size call (height = width = 0) takes qkv [B, H, W, 3C], got {list(qkv.shape)}")
+        height, width = int(qkv.shape[1]), int(qkv.shape[2])
     return WindowGeometry(height, width, window, shift, num_heads, dim // num_heads, cosine)
+
+
+def _tokens(qkv: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
+    """``[B, H, W, 3C]`` -> ``[B, H*W, 3C]`` (the same memory); 3-D input as it is."""
+    return qkv.reshape(qkv.shape[0], g.height * g.width, qkv.shape[-1]) if qkv.dim() == 4 else qkv
+
+
+def _like(out: torch.Tensor, qkv: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
+    return out.reshape(qkv.shape[0], g.height, g.width, g.dim) if qkv.dim() == 4 else out
+
+
+def _out_shape(qkv: torch.Tensor, height: int, width: int) -> list:
+    if height == 0 and width == 0:
+        return [*qkv.shape[:-1], qkv.shape[-1] // 3]
+    return [qkv.shape[0], height * width, qkv.shape[-1] // 3]
 
 
 @torch.library.custom_op(OP_NAME, mutates_args=())
@@ -43,9 +65,10 @@ def window_attention(
     shift: int,
     num_heads: int,
 ) -> torch.Tensor:
-    """Shifted-window attention core: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` (natural order)."""
+    """Shifted-window attention core: ``[B, H*W, 3C]`` -> ``[B, H*W, C]`` (natural order);
+    with height = width = 0, ``[B, H, W, 3C]`` -> ``[B, H, W, C]`` at the size of qkv."""
     g = _geometry(qkv, height, width, window, shift, num_heads)
-    return window_attention_from_table(qkv, table, pad_qkv, g)
+    return _like(window_attention_from_table(_tokens(qkv, g), table, pad_qkv, g), qkv, g)
 
 
 @window_attention.register_kernel("cuda")
@@ -53,12 +76,12 @@ def _window_attention_cuda(qkv, table, pad_qkv, height, width, window, shift, nu
     from swinedge.ops.triton_kernel import window_attention_triton
 
     g = _geometry(qkv, height, width, window, shift, num_heads)
-    return window_attention_triton(qkv, table, pad_qkv, g)
+    return _like(window_attention_triton(_tokens(qkv, g), table, pad_qkv, g), qkv, g)
 
 
 @window_attention.register_fake
 def _window_attention_fake(qkv, table, pad_qkv, height, width, window, shift, num_heads):
-    return qkv.new_empty(qkv.shape[0], height * width, qkv.shape[-1] // 3)
+    return qkv.new_empty(_out_shape(qkv, height, width))
 
 
 @torch.library.custom_op(COSINE_OP_NAME, mutates_args=())
@@ -75,7 +98,7 @@ def cosine_window_attention(
 ) -> torch.Tensor:
     """Swin V2's core: cosine scores times the per-head ``logit_scale`` ``[heads]``."""
     g = _geometry(qkv, height, width, window, shift, num_heads, cosine=True)
-    return window_attention_from_table(qkv, table, pad_qkv, g, logit_scale)
+    return _like(window_attention_from_table(_tokens(qkv, g), table, pad_qkv, g, logit_scale), qkv, g)
 
 
 @cosine_window_attention.register_kernel("cuda")
@@ -83,12 +106,12 @@ def _cosine_window_attention_cuda(qkv, table, pad_qkv, logit_scale, height, widt
     from swinedge.ops.triton_kernel import window_attention_triton
 
     g = _geometry(qkv, height, width, window, shift, num_heads, cosine=True)
-    return window_attention_triton(qkv, table, pad_qkv, g, logit_scale=logit_scale)
+    return _like(window_attention_triton(_tokens(qkv, g), table, pad_qkv, g, logit_scale=logit_scale), qkv, g)
 
 
 @cosine_window_attention.register_fake
 def _cosine_window_attention_fake(qkv, table, pad_qkv, logit_scale, height, width, window, shift, num_heads):
-    return qkv.new_empty(qkv.shape[0], height * width, qkv.shape[-1] // 3)
+    return qkv.new_empty(_out_shape(qkv, height, width))
 
 
 def window_attention_fused(
@@ -113,3 +136,17 @@ def window_attention_fused(
             qkv, table, pad_qkv, logit_scale.reshape(g.num_heads).float(), g.height, g.width, g.window, g.shift, g.num_heads
         )
     return torch.ops.swinedge.window_attention(qkv, table, pad_qkv, g.height, g.width, g.window, g.shift, g.num_heads)
+
+
+def window_attention_fused_any_size(
+    qkv: torch.Tensor,
+    table: torch.Tensor,
+    pad_qkv: Optional[torch.Tensor],
+    geometry: WindowGeometry,
+    logit_scale: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """The op at the size of ``qkv`` ``[B, H, W, 3C]`` -> ``[B, H, W, C]``: called with
+    height = width = 0, so an exported plugin node reads the size from its input (one
+    graph, and one engine, for several input sizes). ``geometry`` gives the window,
+    shift and heads; its height and width are not used."""
+    return window_attention_fused(qkv, table, pad_qkv, replace(geometry, height=0, width=0), logit_scale)

@@ -10,6 +10,12 @@ One node per attention block::
     attrs   plugin_namespace="swinedge" (read by the parser; version defaults to "1"),
             height, width, window, shift, num_heads, head_dim (INT)
 
+An **any-size** node (graphs that serve several input sizes, ``export --sizes``) has
+``height = width = 0`` and takes ``qkv [B, H, W, 3C]`` -> ``[B, H, W, C]``: the feature
+map's size is read from the input's shape at run time (by the TensorRT plugin, which
+passes it to the kernel as two scalar arguments, and by the ONNX Runtime op). The table
+does not depend on the size: every window of any size is one of its patterns.
+
 Swin V2 blocks (cosine attention) get ``SwinV2WindowAttention``: the same node with a
 fourth input, ``logit_scale [heads]`` float32 (initializer, clamped and exponentiated),
 and a table of bias and mask in score units (see swinedge.ops.attention_table).
@@ -61,7 +67,8 @@ def _plugin_node(g, name, inputs, qkv, height, width, window, shift, num_heads):
         head_dim_i=dim // nh,
     )
     sizes = sh._get_tensor_sizes(qkv)
-    out.setType(qkv.type().with_sizes([sizes[0], h * w, dim]))
+    # Any-size nodes (height = width = 0) keep qkv's [B, H, W] and read the size from it.
+    out.setType(qkv.type().with_sizes([*sizes[:-1], dim] if h == w == 0 else [sizes[0], h * w, dim]))
     return out
 
 
@@ -145,6 +152,8 @@ def _register_python_op() -> None:
         raise MissingDependencyError(
             "running plugin graphs on ONNX Runtime needs onnxruntime-extensions: pip install 'swinedge[quantize]'"
         ) from None
+    from dataclasses import replace
+
     from swinedge.ops.attention_table import window_attention_from_table
     from swinedge.ops.window_attention import WindowGeometry
 
@@ -170,11 +179,19 @@ def _register_python_op() -> None:
         return _run(kw, qkv, table, pad_qkv, logit_scale)
 
     def _run(kw, qkv, table, pad_qkv, logit_scale=None):  # noqa: ANN001
+        qkv = np.asarray(qkv, np.float32)
         g = WindowGeometry(*(int(kw[k]) for k in GEOMETRY_ATTRS), cosine=logit_scale is not None)
-        tensors = [torch.from_numpy(np.asarray(a, np.float32)) for a in (qkv, table, pad_qkv)]
+        any_size = g.height == 0 and g.width == 0
+        if any_size:  # [B, H, W, 3C]: the size is the input's
+            if qkv.ndim != 4:
+                raise ValueError(f"an any-size {PLUGIN_NAME} node takes qkv [B, H, W, 3C], got {list(qkv.shape)}")
+            g = replace(g, height=qkv.shape[1], width=qkv.shape[2])
+            qkv = qkv.reshape(qkv.shape[0], g.height * g.width, qkv.shape[-1])
+        tensors = [torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in (qkv, table, pad_qkv)]
         scale = None if logit_scale is None else torch.from_numpy(np.asarray(logit_scale, np.float32))
         with torch.no_grad():
-            return window_attention_from_table(*tensors, g, scale).numpy()
+            out = window_attention_from_table(*tensors, g, scale).numpy()
+        return out.reshape(out.shape[0], g.height, g.width, g.dim) if any_size else out
 
     _REGISTERED = True
 
@@ -210,9 +227,10 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
     from onnx import numpy_helper
 
     from swinedge.errors import SwinedgeError
-    from swinedge.ops.attention_table import attention_table
+    from swinedge.ops.attention_table import attention_table, num_patterns
 
     types = tensor_types(proto)
+    any_size = is_any_size_graph(proto)
     graph = proto.graph
     producer = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
@@ -236,19 +254,23 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
                 core_out = producer[core_out].input[0]
             region = _core_region(core_out, qkv_out, producer, inits, prefix, f"block {i}.{j}")
             n = g.tokens_per_window
+            # One-size graphs add the bias [heads, N, N] (and the shift mask per window);
+            # any-size graphs gather bias plus mask per window-edge pattern from one
+            # [P, heads, N, N] constant, whose pattern 0 (an interior window) is the bias.
+            leading_ok = (1, num_patterns(g)) if any_size else (1,)
             bias = next(
                 (
                     consts[x]
                     for node in region
                     for x in node.input
                     if x in consts and consts[x].ndim <= 4 and list(consts[x].shape)[-3:] == [g.num_heads, n, n]
-                    and all(d == 1 for d in consts[x].shape[:-3])
+                    and all(d in leading_ok for d in consts[x].shape[:-3])
                 ),
                 None,
             )  # fmt: skip
             if bias is None:
                 raise SwinedgeError(f"block {i}.{j}: relative-position bias constant not found")
-            bias = bias.astype(np.float32).reshape(g.num_heads, n, n)
+            bias = bias.astype(np.float32).reshape(-1, g.num_heads, n, n)[0]
             table_name = f"{prefix}plugin_table"
             table = attention_table(torch.from_numpy(bias), g).numpy()
             graph.initializer.append(numpy_helper.from_array(table, table_name))
@@ -283,8 +305,8 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
                 name=f"{prefix}{plugin_name}",
                 domain=PLUGIN_DOMAIN,
                 plugin_namespace=PLUGIN_NAMESPACE,
-                height=g.height,
-                width=g.width,
+                height=0 if any_size else g.height,  # 0: the size is read from qkv [B, H, W, 3C]
+                width=0 if any_size else g.width,
                 window=g.window,
                 shift=g.shift,
                 num_heads=g.num_heads,
@@ -309,6 +331,14 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
     graph.node.extend(kept)
     ensure_domain_import(proto)
     return remove_dead_nodes(proto), replaced
+
+
+def is_any_size_graph(proto: onnx.ModelProto) -> bool:
+    """Whether the graph's image input has a dynamic height or width (``export --sizes``)."""
+    if not proto.graph.input:
+        return False
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return len(dims) == 4 and any(not d.HasField("dim_value") for d in dims[2:])
 
 
 def _core_region(core_out: str, qkv_out: str, producer: dict, inits: dict, prefix: str, where: str) -> list[onnx.NodeProto]:

@@ -206,3 +206,62 @@ def window_attention_reference(
         attn = attn.reshape(-1, g.num_heads, n, n)
     attn = attn.softmax(dim=-1)
     return reverse_windows(attn @ v, g)
+
+
+def window_attention_any_size(
+    qkv: torch.Tensor,
+    scores: torch.Tensor,
+    pad_qkv: torch.Tensor | None,
+    window: int,
+    shift: int,
+    num_heads: int,
+    *,
+    cosine: bool = False,
+    logit_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Shifted-window attention core whose feature-map size is read from ``qkv``:
+    ``[B, H, W, 3C]`` -> ``[B, H, W, C]``, the same math as
+    :func:`window_attention_reference` at that size.
+
+    For graphs that serve several input sizes: no size is a Python int here, so a traced
+    export computes padding, window counts and window-edge patterns from the input's
+    shape, and no branch depends on the size. ``scores``: ``[P, heads, N, N]`` bias plus
+    shift mask per window-edge pattern (:func:`swinedge.ops.attention_table.pattern_scores`;
+    pattern 0 is an interior window, bias alone), added to the scaled scores.
+    """
+    ws, n = window, window * window
+    dim = qkv.shape[-1] // 3
+    head_dim = dim // num_heads
+    height, width = qkv.shape[1], qkv.shape[2]
+    x = torch.roll(qkv, shifts=(-shift, -shift), dims=(1, 2)) if shift else qkv
+    pad_h, pad_w = (ws - height % ws) % ws, (ws - width % ws) % ws
+    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    padded_h, padded_w = height + pad_h, width + pad_w
+    if pad_qkv is not None:
+        rows = torch.arange(padded_h, device=x.device)[:, None] >= height
+        cols = torch.arange(padded_w, device=x.device)[None, :] >= width
+        outside = (rows | cols).to(x.dtype)[None, :, :, None]  # [1, Hp, Wp, 1]
+        x = x + outside * pad_qkv.to(x.dtype)
+    rows_w, cols_w = padded_h // ws, padded_w // ws
+    windows = x.reshape(-1, rows_w, ws, cols_w, ws, 3, num_heads, head_dim)
+    q, k, v = windows.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, rows_w * cols_w, num_heads, n, head_dim).unbind(0)
+    if cosine:
+        if logit_scale is None:
+            raise ValueError("cosine attention needs the per-head logit scale")
+        attn = l2_normalize(q) @ l2_normalize(k).transpose(-2, -1)
+        attn = attn * logit_scale.reshape(num_heads, 1, 1).to(attn.dtype)
+    else:
+        attn = (q * head_dim**-0.5) @ k.transpose(-2, -1)  # [B, nW, heads, N, N]
+    if shift:
+        last_row = (torch.arange(rows_w, device=x.device) == rows_w - 1).long()
+        last_col = (torch.arange(cols_w, device=x.device) == cols_w - 1).long()
+        pattern = (last_row[:, None] * 2 + last_col[None, :]).reshape(-1)  # [nW]
+        attn = attn + scores.to(attn.dtype)[pattern]
+    else:
+        attn = attn + scores.to(attn.dtype)[0]
+    out = attn.softmax(dim=-1) @ v  # [B, nW, heads, N, hd]
+    out = out.reshape(-1, rows_w, cols_w, num_heads, ws, ws, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+    out = out.reshape(-1, padded_h, padded_w, dim)[:, :height, :width]
+    if shift:
+        out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+    return out
