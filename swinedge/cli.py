@@ -345,15 +345,22 @@ def export(
     opset: int = typer.Option(17, "--opset", help="ONNX opset (14..21)."),
     attention: str = typer.Option("native", "--attention", help="native: plain ONNX ops; plugin: one fused window-attention node per block."),
     input_size: Optional[str] = typer.Option(
-        None, "--input-size", help="Backbones: export at HEIGHTxWIDTH instead of the size built (each size is its own graph)."
+        None, "--input-size", help="Backbones: export at HEIGHTxWIDTH instead of the size built (the sizes are constants of the graph)."
+    ),
+    sizes: Optional[str] = typer.Option(
+        None,
+        "--sizes",
+        help="Backbones: one graph with dynamic height/width for these sizes, e.g. 640x640,800x1333 (checked at each; "
+        "build-engine makes one optimization profile per size). The first is the default size.",
     ),
 ) -> None:
-    """Export FP32 ONNX (static spatial shapes, constant-folded), checked against torch on ONNX Runtime."""
+    """Export FP32 ONNX (constant-folded), checked against torch on ONNX Runtime."""
     from swinedge.export import export_onnx
 
     with err.status("exporting"):
-        r = export_onnx(model, out_path, batch=batch, opset=opset, attention=attention, size=input_size)
-    out.print(f"wrote {r.onnx_path} in {r.seconds:.1f}s (max abs err vs torch on onnxruntime: {r.max_abs_err:.2e}) and {r.manifest_path}", highlight=False, markup=False)
+        r = export_onnx(model, out_path, batch=batch, opset=opset, attention=attention, size=input_size, sizes=sizes)
+    at = f" at {', '.join(r.manifest['input_sizes'])}" if r.manifest.get("input_sizes") else ""
+    out.print(f"wrote {r.onnx_path} in {r.seconds:.1f}s (max abs err vs torch on onnxruntime{at}: {r.max_abs_err:.2e}) and {r.manifest_path}", highlight=False, markup=False)
 
 
 @app.command()

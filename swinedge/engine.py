@@ -95,6 +95,9 @@ class BuildOptions:
     opt_level: int = 3
     timing_cache: Path | None = None
     plugin: str = "auto"
+    # Input sizes (height, width) of a graph exported with --sizes: one optimization
+    # profile each. None: the sizes its manifest lists (or the graph's one size).
+    sizes: tuple[tuple[int, int], ...] | None = None
 
     @property
     def batches(self) -> tuple[int, int, int]:
@@ -130,24 +133,75 @@ class BuildOptions:
 BACKBONE_PROFILE = (1, 2, 8)
 
 
-def check_input_covered(manifest: dict[str, Any], shape: tuple[int, ...]) -> None:
-    """A batch of ``shape`` [N, C, H, W] lies inside the plan's profile, or a one-line error
-    naming what the plan takes and how to get one for this input."""
-    profile = manifest.get("profile") or {}
-    lo, hi = profile.get("min"), profile.get("max")
-    if not lo or not hi:
-        return
-    if tuple(shape[1:]) != tuple(lo[1:]) or tuple(shape[1:]) != tuple(hi[1:]):
-        want = "x".join(str(d) for d in lo[2:])
+def engine_profiles(manifest: dict[str, Any]) -> list[dict[str, list[int]]]:
+    """The plan's optimization profiles ({min, opt, max} shapes), in TensorRT's order."""
+    profiles = manifest.get("profiles")
+    if isinstance(profiles, list) and profiles:
+        return profiles
+    return [manifest["profile"]] if manifest.get("profile") else []
+
+
+def check_input_covered(manifest: dict[str, Any], shape: tuple[int, ...]) -> int:
+    """The index of the plan's profile that takes a batch of ``shape`` [N, C, H, W], or a
+    one-line error naming what the plan takes and how to get one for this input."""
+    profiles = [p for p in engine_profiles(manifest) if p.get("min") and p.get("max")]
+    if not profiles:
+        return 0
+    same_size = [i for i, p in enumerate(profiles) if tuple(shape[1:]) == tuple(p["min"][1:]) == tuple(p["max"][1:])]
+    if not same_size:
+        lo = profiles[0]["min"]
+        want = " or ".join("x".join(str(d) for d in p["min"][2:]) for p in profiles)
         got = "x".join(str(d) for d in shape[2:])
-        how = (
-            f"`swinedge export BACKBONE --input-size {got}`, then build-engine"
-            if manifest.get("task") == "backbone"
-            else "export the model at that size, then build-engine"
+        if manifest.get("input_sizes"):  # an any-size graph: a new profile, no new export
+            how = f"`swinedge build-engine ONNX --sizes {','.join([*manifest['input_sizes'], got])}` from its graph"
+        elif manifest.get("task") == "backbone":
+            how = f"`swinedge export BACKBONE --input-size {got}` (or --sizes for several), then build-engine"
+        else:
+            how = "export the model at that size, then build-engine"
+        what = "its profiles" if len(profiles) > 1 else "its profile"
+        raise SwinedgeError(f"the engine takes {lo[1]}x{want} inputs ({what}), got {shape[1]}x{got}: build one for that size ({how})")
+    for i in same_size:
+        if profiles[i]["min"][0] <= shape[0] <= profiles[i]["max"][0]:
+            return i
+    p = profiles[same_size[0]]
+    raise SwinedgeError(f"batch {shape[0]} is outside the engine's profile {p['min'][0]}..{p['max'][0]}: rebuild with --min-batch/--max-batch")
+
+
+def profile_sizes(info: dict[str, Any], requested: tuple[tuple[int, int], ...] | None) -> list[tuple[int, int]] | None:
+    """The (height, width) of each optimization profile: ``requested`` or the sizes an
+    any-size graph's manifest lists; None for a graph of one size (its own). A requested
+    size must be one the graph's windows serve (checked with its config), so a new
+    resolution needs a new engine, not a new export."""
+    listed = info.get("input_sizes")
+    if requested is None:
+        if not listed:
+            return None
+        from swinedge.models.backbone import parse_size
+
+        return [parse_size(t) for t in listed]
+    if not listed:
+        shape = info["input"]["shape"]
+        raise SwinedgeError(
+            f"--sizes: this graph is exported for {shape[2]}x{shape[3]} only; export the backbone with "
+            "`swinedge export ... --sizes ...` for one engine of several sizes"
         )
-        raise SwinedgeError(f"the engine takes {lo[1]}x{want} inputs (its profile), got {shape[1]}x{got}: build one for that size ({how})")
-    if not lo[0] <= shape[0] <= hi[0]:
-        raise SwinedgeError(f"batch {shape[0]} is outside the engine's profile {lo[0]}..{hi[0]}: rebuild with --min-batch/--max-batch")
+    from swinedge.models.backbone import BackboneConfig
+    from swinedge.models.checkpoint import config_from_dict
+
+    cfg = config_from_dict(info["config"]) if info.get("config") else None
+    if isinstance(cfg, BackboneConfig):
+        problem = cfg.any_size_problem(list(requested))
+        if problem:
+            raise SwinedgeError(f"--sizes: {problem}")
+    return list(requested)
+
+
+def size_profiles(input_shape: list, sizes: list[tuple[int, int]] | None, opts: BuildOptions) -> list[tuple[tuple[int, ...], ...]]:
+    """One (min, opt, max) per size (the batch range of ``opts`` in each), or the graph's
+    own size's profile."""
+    if sizes is None:
+        return [profile_shapes(input_shape, opts)]
+    return [profile_shapes([input_shape[0], input_shape[1], h, w], opts) for h, w in sizes]
 
 
 def profile_shapes(input_shape: list, opts: BuildOptions) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -315,7 +369,9 @@ def build_engine(
     say = status or (lambda _m: None)
     if info.get("task") == "backbone" and not opts.batch_given:
         opts = replace(opts, min_batch=BACKBONE_PROFILE[0], opt_batch=BACKBONE_PROFILE[1], max_batch=BACKBONE_PROFILE[2])
-    shapes = profile_shapes(info["input"]["shape"], opts)
+    sizes = profile_sizes(info, opts.sizes)
+    all_shapes = size_profiles(info["input"]["shape"], sizes, opts)
+    shapes = all_shapes[0]
     has_plugin = bool(plugin_nodes(proto))
     blockers = plugin_blockers(PluginEnvironment.detect(trt, cc)) if opts.plugin != "off" else []
     graph = None
@@ -363,9 +419,10 @@ def build_engine(
         cache, cache_note = attach_timing_cache(config, opts.timing_cache)
         if cache_note:
             warnings.append(cache_note)
-        profile = builder.create_optimization_profile()
-        profile.set_shape(network.get_input(0).name, *shapes)
-        config.add_optimization_profile(profile)
+        for profile_shape in all_shapes:  # one per input size; TensorRT numbers them in this order
+            profile = builder.create_optimization_profile()
+            profile.set_shape(network.get_input(0).name, *profile_shape)
+            config.add_optimization_profile(profile)
         say("building (TensorRT is timing kernels; minutes for large models)")
         plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -384,6 +441,11 @@ def build_engine(
             **{k: info[k] for k in ("task", "outputs", "input_size", "output") if k in info},
             tensorrt={"version": str(version), "gpu": gpu, "compute_capability": cc, "strongly_typed": True},
             profile={"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
+            **(
+                {"profiles": [{"min": list(a), "opt": list(b), "max": list(c)} for a, b, c in all_shapes],
+                 "input_sizes": [f"{h}x{w}" for h, w in sizes]}
+                if sizes is not None else {}
+            ),  # fmt: skip
             plugin={"used": use_plugin, "note": note},
             build={**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}, "seconds": round(seconds, 1)},
         )

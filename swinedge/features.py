@@ -8,6 +8,7 @@ inference goes through :mod:`swinedge.runners`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ class StageStats:
     rel_sum: float = 0.0
     rel_max: float = 0.0
     max_abs: float = 0.0
+    size: str | None = None  # HxW, for artifacts verified at several sizes
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         r = ref.reshape(len(ref), -1).astype(np.float64)
@@ -62,6 +64,7 @@ class StageStats:
             "rel_err_mean": self.rel_sum / self.images,
             "rel_err_max": self.rel_max,
             "max_abs_err": self.max_abs,
+            **({"size": self.size} if self.size else {}),
         }
 
 
@@ -155,40 +158,51 @@ def verify_features(
         cand_spec = cand_runner.input_spec
         if cand_spec.get("task") != "backbone":
             raise SwinedgeError(f"{candidate} is not a backbone (its manifest has no stage outputs): verify classifiers without --features")
-        ref_runner = open_runner(reference, input_size=tuple(cand_spec["input_size"]))
-        with ref_runner:
-            ref_spec = ref_runner.input_spec
-            if ref_spec.get("task") != "backbone":
-                raise SwinedgeError(f"{reference} is a classifier, not a backbone: give the backbone checkpoint or FP32 export")
-            if tuple(ref_spec["input_size"]) != tuple(cand_spec["input_size"]):
-                raise SwinedgeError(
-                    f"{candidate} takes {cand_spec['input_size'][0]}x{cand_spec['input_size'][1]} inputs, the reference "
-                    f"{ref_spec['input_size'][0]}x{ref_spec['input_size'][1]}: compare graphs of one size"
-                )
-            if list(ref_spec["outputs"]) != list(cand_spec["outputs"]):
-                raise SwinedgeError(f"{candidate} returns {cand_spec['outputs']}, the reference {ref_spec['outputs']}: compare artifacts of one backbone")
-            if size is None and data in (None, "default"):
-                size = DEFAULT_SET_SIZE
-            preprocess = preprocess_for(cand_runner).with_overrides(**(preprocess_overrides or {}))
-            images = open_images(data, preprocess, size=size, seed=seed, labelled=False)
-            if on_start is not None:
-                on_start(len(images))
-            step = min(runner_batch(ref_runner, batch), runner_batch(cand_runner, batch))
-            stats: dict[str, StageStats] = {}
-            for chunk in images.batches(step, warn=warn):
-                ref, cand = infer_chunk(ref_runner, chunk.images, all_outputs=True), infer_chunk(cand_runner, chunk.images, all_outputs=True)
-                for name in cand_spec["outputs"]:
-                    if ref[name].shape != cand[name].shape:
-                        raise SwinedgeError(f"{name} shapes differ: reference {ref[name].shape} vs candidate {cand[name].shape}")
-                    stats.setdefault(name, StageStats(name, list(ref[name].shape[1:]))).update(ref[name], cand[name])
-                if on_batch is not None:
-                    on_batch(len(chunk))
-            names = (ref_runner.name, cand_runner.name)
+        if size is None and data in (None, "default"):
+            size = DEFAULT_SET_SIZE
+        base = preprocess_for(cand_runner).with_overrides(**(preprocess_overrides or {}))
+        # A graph or engine of several sizes is verified at each, on the same images.
+        sizes = [tuple(s) for s in cand_spec.get("input_sizes") or [cand_spec["input_size"]]]
+        if on_start is not None:
+            on_start(len(open_images(data, base, size=size, seed=seed, labelled=False)) * len(sizes))
+        stats: dict[tuple[str, tuple[int, int]], StageStats] = {}
+        for hw in sizes:
+            ref_runner = open_runner(reference, input_size=hw)
+            with ref_runner:
+                ref_spec = ref_runner.input_spec
+                if ref_spec.get("task") != "backbone":
+                    raise SwinedgeError(f"{reference} is a classifier, not a backbone: give the backbone checkpoint or FP32 export")
+                ref_sizes = [tuple(s) for s in ref_spec.get("input_sizes") or [ref_spec["input_size"]]]
+                if hw not in ref_sizes:
+                    raise SwinedgeError(
+                        f"{candidate} takes {hw[0]}x{hw[1]} inputs, the reference "
+                        f"{' or '.join(f'{a}x{b}' for a, b in ref_sizes)}: compare artifacts of one size "
+                        "(a checkpoint serves every size)"
+                    )
+                if list(ref_spec["outputs"]) != list(cand_spec["outputs"]):
+                    raise SwinedgeError(f"{candidate} returns {cand_spec['outputs']}, the reference {ref_spec['outputs']}: compare artifacts of one backbone")
+                preprocess = dataclasses.replace(base, height=hw[0], width=hw[1])
+                images = open_images(data, preprocess, size=size, seed=seed, labelled=False)
+                step = min(runner_batch(ref_runner, batch), runner_batch(cand_runner, batch))
+                for chunk in images.batches(step, warn=warn):
+                    ref, cand = infer_chunk(ref_runner, chunk.images, all_outputs=True), infer_chunk(cand_runner, chunk.images, all_outputs=True)
+                    for name in cand_spec["outputs"]:
+                        if ref[name].shape != cand[name].shape:
+                            raise SwinedgeError(f"{name} shapes differ: reference {ref[name].shape} vs candidate {cand[name].shape}")
+                        label = name if len(sizes) == 1 else f"{name} @ {hw[0]}x{hw[1]}"
+                        at = f"{hw[0]}x{hw[1]}" if len(sizes) > 1 else None
+                        stats.setdefault((name, hw), StageStats(label, list(ref[name].shape[1:]), size=at)).update(ref[name], cand[name])
+                    if on_batch is not None:
+                        on_batch(len(chunk))
+                names = (ref_runner.name, cand_runner.name)
     stages = [s.to_dict() for s in stats.values()]
     return FeatureReport(
         reference=f"{reference} ({names[0]})",
         candidate=f"{candidate} ({names[1]})",
-        data=images.describe(stages[0]["images"] if stages else 0),
+        data={
+            **images.describe(stages[0]["images"] if stages else 0),
+            **({"sizes": [f"{h}x{w}" for h, w in sizes]} if len(sizes) > 1 else {}),
+        },
         stages=stages,
         thresholds={"min_cosine": min_cosine, "max_rel_err": max_rel_err},
         failures=stage_failures(stages, min_cosine, max_rel_err),

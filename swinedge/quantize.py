@@ -139,7 +139,7 @@ class _ProgressReader:
         self.rewind()
 
     def _chunks(self) -> Iterator[np.ndarray]:
-        if isinstance(self._images, ImageSet):
+        if isinstance(self._images, ImageSet):  # (an ImageStream or SizedStreams otherwise)
             arrays = self._images.images
             chunks: Iterator[np.ndarray] = (arrays[i : i + self._batch] for i in range(0, len(arrays), self._batch))
         else:
@@ -228,12 +228,41 @@ def attention_matmul_nodes(proto: onnx.ModelProto) -> list[str]:
     return [n.name for n in proto.graph.node if n.op_type == "MatMul" and not (set(n.input) & consts)]
 
 
+class SizedStreams:
+    """Calibration images of a graph that serves several input sizes (``export --sizes``):
+    one stream per size, fit-and-padded to it, handed out size after size. The images are
+    shared out, about ``--calib-size / sizes`` each (seeded picks), so calibration costs
+    what one size would and every size's activations set the ranges."""
+
+    def __init__(self, streams: list[ImageStream], sizes: list[tuple[int, int]]):
+        self.streams, self.sizes = streams, sizes
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.streams)
+
+    def batches(self, batch: int, *, warn: Callable[[str], None] | None = None):
+        for stream in self.streams:  # a batch never mixes sizes
+            yield from stream.batches(batch, warn=warn)
+
+    def head(self, count: int) -> np.ndarray:
+        return self.streams[0].head(count)
+
+    def describe(self) -> dict:
+        parts = [s.describe() for s in self.streams]
+        out = {**parts[0], "count": sum(p["count"] for p in parts), "skipped": sum(p["skipped"] for p in parts)}
+        out["sizes"] = [{"size": f"{h}x{w}", "count": p["count"]} for (h, w), p in zip(self.sizes, parts)]
+        return out
+
+
 def calibration_set_for(
     onnx_path: str | Path, calib: str | None, size: int, seed: int, warn=None, preprocess_overrides: dict | None = None
-) -> ImageStream:
+) -> ImageStream | SizedStreams:
     """Calibration images preprocessed as the graph's manifest says (plus ``overrides``),
     listed but not read: calibration decodes them a batch at a time. Labels are not
-    needed, so class folders need no class list."""
+    needed, so class folders need no class list. A graph of several sizes gets a share
+    of the images at each (:class:`SizedStreams`)."""
+    import dataclasses
+
     check_image_source(calib, "--calib")
     info = onnx_info(onnx_path)
     shape = info["input"]["shape"]
@@ -241,7 +270,18 @@ def calibration_set_for(
     if info.get("task") == "backbone":
         spec["input_size"] = (int(shape[2]), int(shape[3]))
     preprocess = preprocess_for_spec(spec).with_overrides(**(preprocess_overrides or {}))
-    return open_images(calib, preprocess, size=size, seed=seed, labelled=False)
+    listed = info.get("input_sizes") or []
+    if info.get("task") != "backbone" or len(listed) < 2:
+        return open_images(calib, preprocess, size=size, seed=seed, labelled=False)
+    from swinedge.models.backbone import parse_size
+
+    sizes = [parse_size(t) for t in listed]
+    share = max(1, -(-size // len(sizes)))
+    streams = [
+        open_images(calib, dataclasses.replace(preprocess, height=h, width=w), size=share, seed=seed + k, labelled=False)
+        for k, (h, w) in enumerate(sizes)
+    ]
+    return SizedStreams(streams, sizes)
 
 
 def check_output(onnx_path: str | Path, out: str | Path, opts: QuantizeOptions) -> Path:
@@ -362,7 +402,7 @@ def quantize_onnx(
             input=base.get("input"),
             output=base.get("output"),
             preprocess=base.get("preprocess"),
-            **{k: base[k] for k in ("task", "outputs", "input_size") if k in base},
+            **{k: base[k] for k in ("task", "outputs", "input_size", "input_sizes") if k in base},
             quantization={
                 "tool": "modelopt.onnx.autocast" if opts.precision == "fp16" else "modelopt.onnx.quantization",
                 "keep_high_precision": list(opts.kept_op_types),

@@ -144,4 +144,11 @@ def backbone_spec(manifest: dict[str, Any]) -> dict[str, Any]:
         "num_classes": None,
         "input_size": (int(shape[2]), int(shape[3])),
         "outputs": [o["name"] for o in manifest.get("outputs", [])],
+        # An any-size graph (export --sizes) or an engine of several profiles: every size.
+        "input_sizes": [_size(t) for t in manifest.get("input_sizes") or []] or [(int(shape[2]), int(shape[3]))],
     }
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, w = str(text).lower().split("x")
+    return int(h), int(w)

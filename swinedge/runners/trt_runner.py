@@ -5,10 +5,14 @@ legacy default stream TensorRT warns and adds synchronizations. Loading a plan n
 imports ``swinedge.plugin``: the fused kernel is in the plan as AOT PTX, so a plan runs
 in any TensorRT runtime, this one included, without the plugin's Python.
 
-Input shapes are set only when the batch changes and output buffers are kept per
-batch: AOT plugin modules leak on every input-shape change in TensorRT 11.1/11.2.1
-(NVIDIA/TensorRT#4849), so a runner that calls ``infer`` with one batch size never
-triggers it.
+Input shapes are set only when the shape changes and output buffers are kept per
+shape: AOT plugin modules leak on every input-shape change in TensorRT 11.1/11.2.1
+(NVIDIA/TensorRT#4849), so a runner that calls ``infer`` with one shape never triggers
+it (one that alternates sizes of a several-size engine does: each change costs that).
+
+An engine built for several input sizes (``build-engine`` on an ``export --sizes``
+graph) has one optimization profile per size; the runner picks the profile of each
+batch's size (:func:`swinedge.engine.check_input_covered`) before setting its shape.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ class TensorRTRunner(Runner):
         self.context = None
         self.stream = None
         self._shape: tuple[int, ...] | None = None
-        self._outputs: dict[int, Any] = {}
+        self._profile = 0  # TensorRT's context starts on profile 0
+        self._outputs: dict[tuple[int, ...], Any] = {}
 
     def load(self) -> "TensorRTRunner":
         require_file(self.plan, "engine")
@@ -74,17 +79,18 @@ class TensorRTRunner(Runner):
         import torch
 
         assert self.context is not None, "call load() first"
-        check_input_covered(self.manifest, tuple(batch.shape))
+        profile = check_input_covered(self.manifest, tuple(batch.shape))
         with torch.cuda.stream(self.stream):
             x = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda", non_blocking=False).to(self._in_dtype)
             shape = tuple(x.shape)
+            self._select_profile(profile)
             if shape != self._shape:
                 self.context.set_input_shape(self.input_name, shape)
                 self._shape = shape
-            y = self._outputs.get(shape[0])
+            y = self._outputs.get(shape)
             if y is None:
                 out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-                y = self._outputs[shape[0]] = torch.empty(out_shape, device="cuda", dtype=self._out_dtype)
+                y = self._outputs[shape] = torch.empty(out_shape, device="cuda", dtype=self._out_dtype)
             self.context.set_tensor_address(self.input_name, x.data_ptr())
             self.context.set_tensor_address(self.output_name, y.data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
@@ -99,9 +105,10 @@ class TensorRTRunner(Runner):
         import torch
 
         assert self.context is not None, "call load() first"
-        check_input_covered(self.manifest, tuple(batch.shape))
+        profile = check_input_covered(self.manifest, tuple(batch.shape))
         with torch.cuda.stream(self.stream):
             x = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda").to(self._in_dtype)
+            self._select_profile(profile)
             self.context.set_input_shape(self.input_name, tuple(x.shape))
             self._shape = None  # the next infer sets its shape again
             self.context.set_tensor_address(self.input_name, x.data_ptr())
@@ -114,6 +121,15 @@ class TensorRTRunner(Runner):
             result = {name: t.float().cpu() for name, t in outs.items()}
         self.stream.synchronize()
         return {name: t.numpy() for name, t in result.items()}
+
+    def _select_profile(self, index: int) -> None:
+        """Switch the context to optimization profile ``index`` (an engine of several
+        sizes); the input shape must be set again after a switch."""
+        if index != self._profile:
+            if not self.context.set_optimization_profile_async(index, self.stream.cuda_stream):
+                raise SwinedgeError(f"TensorRT could not select optimization profile {index} of {self.plan}")
+            self._profile = index
+            self._shape = None
 
     def synchronize(self) -> None:
         if self.stream is not None:
@@ -145,3 +161,4 @@ class TensorRTRunner(Runner):
         self.stream = None
         self._outputs.clear()
         self._shape = None
+        self._profile = 0
