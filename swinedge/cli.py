@@ -709,12 +709,20 @@ def build_engine_cmd(
         help="auto: the fused plugin where TensorRT (>= 10.9), GPU, Triton and graph allow it, else native attention and why; "
         "on: require it (refused before building); off: native attention.",
     ),
+    sizes: Optional[str] = typer.Option(
+        None,
+        "--sizes",
+        help="Graphs exported with --sizes: one optimization profile per HEIGHTxWIDTH (default: the sizes it was exported for). "
+        "Any size with the graph's windows works, without a new export.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT's verbose log."),
 ) -> None:
     """Compile a strongly typed TensorRT engine, with the fused window-attention plugin where available."""
     from swinedge.engine import BuildOptions, build_engine
+    from swinedge.export import parse_sizes
 
-    opts = BuildOptions(min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, plugin)
+    profile_sizes = tuple(parse_sizes(sizes)) if sizes is not None else None
+    opts = BuildOptions(min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, plugin, profile_sizes)
     with err.status("building engine") as st:
         r = build_engine(onnx_path, out_path, opts, verbose=verbose, status=lambda m: st.update(escape(m)))
     for warning in r.warnings:

@@ -363,13 +363,13 @@ def build_engine(
             raise SwinedgeError(f"--timing-cache {opts.timing_cache} is the --out plan: give the cache its own file")
     proto = load_onnx(onnx_path)
     info = onnx_info(onnx_path, proto)
+    sizes = profile_sizes(info, opts.sizes)  # checked before TensorRT is needed
     trt = require_tensorrt()
     gpu, cc = gpu_identity()
     version = TrtVersion.parse(trt.__version__)
     say = status or (lambda _m: None)
     if info.get("task") == "backbone" and not opts.batch_given:
         opts = replace(opts, min_batch=BACKBONE_PROFILE[0], opt_batch=BACKBONE_PROFILE[1], max_batch=BACKBONE_PROFILE[2])
-    sizes = profile_sizes(info, opts.sizes)
     all_shapes = size_profiles(info["input"]["shape"], sizes, opts)
     shapes = all_shapes[0]
     has_plugin = bool(plugin_nodes(proto))

@@ -41,6 +41,9 @@ import trt_bindings  # noqa: E402
 
 BATCHES = (1, 8, 64)
 PROFILE = (1, 32, 64)
+SYMBOLS = ("batch", "height", "width", "d3")
+# Feature-map sizes an any-size node is evaluated at (padded, exact, and rectangular).
+MAP_SIZES = ((38, 56), (48, 44), (7, 9))
 
 
 def _onnx_to_trt(trt, elem_type: int):
@@ -107,15 +110,19 @@ def replay_node(trt, node, types: dict, shapes: dict, cc: int, *, bias_type=None
     out_types = plugin.get_output_data_types(in_types, ranks)
     out["output_types"] = [str(t) for t in out_types]
     builder = trt.IExprBuilder()
-    batch = trt.IDimensionExpr(symbol="batch")
     in_exprs = []
     for t in node.input:
         e = trt.DimsExprs(len(shapes[t]))
         for k, d in enumerate(shapes[t]):
-            e[k] = batch if not isinstance(d, int) else builder.constant(d)
+            # Dynamic dims: batch first; an any-size node's qkv [B, H, W, 3C] also has a
+            # symbolic height and width (the profile's), evaluated at MAP_SIZES below.
+            e[k] = trt.IDimensionExpr(symbol=SYMBOLS[k]) if not isinstance(d, int) else builder.constant(d)
         in_exprs.append(e)
+    any_size = any(not isinstance(d, int) for d in shapes[node.input[0]][1:])
+    cases = {(f"{b}@{h}x{w}" if any_size else b): {"batch": b, "height": h, "width": w}
+             for b in BATCHES for h, w in (MAP_SIZES if any_size else MAP_SIZES[:1])}  # fmt: skip
     out_exprs = plugin.get_output_shapes(in_exprs, [], builder)
-    out["output_shapes"] = {b: [e.evaluate({"batch": b}) for e in out_exprs[0]] for b in BATCHES}
+    out["output_shapes"] = {key: [e.evaluate(env) for e in out_exprs[0]] for key, env in cases.items()}
     out["aliased"] = plugin.get_aliased_input(0)
 
     p = plugin.clone()
@@ -124,7 +131,7 @@ def replay_node(trt, node, types: dict, shapes: dict, cc: int, *, bias_type=None
     def bounds(dm, b):
         return tuple(b if d == -1 else d for d in dm)
 
-    out_dims = tuple(-1 if k == 0 else v for k, v in enumerate(out["output_shapes"][1]))
+    out_dims = tuple(-1 if not e.is_constant() else e.get_constant_value() for e in out_exprs[0])
     io_types = in_types + list(out_types)
     in_out = [_desc(trt, ty, dm, bounds(dm, PROFILE[0]), bounds(dm, PROFILE[2]), bounds(dm, PROFILE[1])) for ty, dm in zip(io_types, dims + [out_dims])]
     combos = p.get_supported_format_combinations(in_out, len(node.input))
@@ -140,9 +147,11 @@ def replay_node(trt, node, types: dict, shapes: dict, cc: int, *, bias_type=None
     launch, extra = trt.KernelLaunchParams(), trt.ISymExprs()
     p.get_launch_params(in_exprs, in_out, len(node.input), launch, extra, builder)
     slots = ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z", "shared_mem")
-    out["launch"] = {b: [getattr(launch, s).expr.evaluate({"batch": b}) for s in slots] for b in BATCHES}
+    out["launch"] = {key: [getattr(launch, s).expr.evaluate(env) for s in slots] for key, env in cases.items()}
     out["launch_arg_types"] = sorted({str(getattr(launch, s).dtype) for s in slots})
     out["extra_args"] = extra.nbSymExprs
+    out["extra_arg_types"] = [str(a.dtype) for a in extra]
+    out["extra_values"] = {key: [a.expr.evaluate(env) for a in extra] for key, env in cases.items()}
     plugin_descs = []
     for d in in_out:
         pd = trt.PluginTensorDesc()

@@ -61,9 +61,15 @@ def _scalar(attr: npt.NDArray[np.int32]) -> int:
 
 
 def _output_desc(qkv: trtp.TensorDesc, height, width, num_heads, head_dim) -> trtp.TensorDesc:
-    # [B, H*W, 3C] -> [B, H*W, C], same dtype as qkv.
-    tokens = _scalar(height) * _scalar(width)
+    # [B, H*W, 3C] -> [B, H*W, C], same dtype as qkv. Any-size nodes (height = width = 0):
+    # [B, H, W, 3C] -> [B, H, W, C], H and W whatever the profile gives.
     channels = _scalar(num_heads) * _scalar(head_dim)
+    if _scalar(height) == 0 and _scalar(width) == 0:
+        if len(qkv.shape_expr) != 4:
+            raise ValueError(f"an any-size window-attention node takes qkv [B, H, W, 3C], got rank {len(qkv.shape_expr)}")
+        e = qkv.shape_expr
+        return trtp.from_shape_expr((e[0], e[1], e[2], channels), dtype=qkv.dtype)
+    tokens = _scalar(height) * _scalar(width)
     return trtp.from_shape_expr((qkv.shape_expr[0], tokens, channels), dtype=qkv.dtype)
 
 
@@ -78,17 +84,29 @@ def _aot_kernel(g: WindowGeometry, plugin_id: str, qkv, table, pad_qkv, logit_sc
     if problem:
         # Raised inside TensorRT's build: the message reaches the user through its log.
         raise ValueError(f"{plugin_id} {g}: {problem}")
-    kernel = compile_window_attention(g, compute_capability=_compute_capability(), dtype=_dtype_name(qkv.dtype))
+    any_size = g.height == 0 and g.width == 0
+    kernel = compile_window_attention(g, compute_capability=_compute_capability(), dtype=_dtype_name(qkv.dtype), any_size=any_size)
     launch = trtp.KernelLaunchParams()
-    launch.grid_x = qkv.shape_expr[0] * kernel.grid_per_image
+    if any_size:
+        # The map size is the profile's: H and W reach the kernel as two int32 scalars
+        # (after the inputs), and the grid counts the windows of that size.
+        height, width = qkv.shape_expr[1], qkv.shape_expr[2]
+        ws = kernel.window
+        windows = ((height + (ws - 1)) // ws) * ((width + (ws - 1)) // ws)
+        launch.grid_x = qkv.shape_expr[0] * windows * kernel.programs_per_window
+        extra = trtp.SymIntExprs(2)
+        extra[0] = trtp.SymInt32(height)
+        extra[1] = trtp.SymInt32(width)
+    else:
+        launch.grid_x = qkv.shape_expr[0] * kernel.grid_per_image
+        extra = trtp.SymIntExprs(0)  # every size but the batch is a compile-time constant
     launch.grid_y = kernel.grid_y
     launch.grid_z = 1
     launch.block_x = kernel.block_x
     launch.block_y = 1
     launch.block_z = 1
     launch.shared_mem = kernel.shared_mem
-    # Every size but the batch is a compile-time constant: no extra scalar arguments.
-    return kernel.name, kernel.ptx, launch, trtp.SymIntExprs(0)
+    return kernel.name, kernel.ptx, launch, extra
 
 
 def _geometry(height, width, window, shift, num_heads, head_dim, cosine: bool) -> WindowGeometry:
