@@ -4,7 +4,11 @@ This is what the TensorRT plugin's AOT implementation returns: kernel name, PTX 
 launch parameters. TensorRT launches an AOT kernel with the arguments
 ``(inputs..., extra scalars..., outputs...)``; ours are ``(qkv, table, pad_qkv, out)``
 (Swin V2's cosine kernel: ``(qkv, table, pad_qkv, logit_scale, out)``) with no extra scalars (every size is a compile-time constant but the batch, which only
-enters the grid).
+enters the grid). The any-size kernels (``any_size=True``) take the feature-map height
+and width as the two extra int32 scalars: ``(qkv, table, pad_qkv, [logit_scale,] height,
+width, out)``, one PTX for every size of a block (an engine with several optimization
+profiles); their grid is ``batch * ceil(H / window) * ceil(W / window) *
+programs_per_window`` (:meth:`AotKernel.launch_dims_at`).
 
 Triton >= 3.3 appends hidden scratch-pointer parameters to every kernel. TensorRT would
 not pass them, so we require the compiled kernel to need no scratch memory, check that
@@ -14,11 +18,13 @@ then takes exactly TensorRT's arguments.
 Run as a module to compile one geometry and print a JSON summary::
 
     python -m swinedge.ops.aot --cc 90 --height 56 --window 7 --shift 3 --heads 3 --head-dim 32
+    python -m swinedge.ops.aot --cc 90 --any-size --window 7 --shift 3 --heads 3 --head-dim 32
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import json
@@ -29,16 +35,24 @@ import sys
 from dataclasses import asdict, dataclass
 
 from swinedge.errors import SwinedgeError
-from swinedge.ops.triton_kernel import check_geometry, constexprs, kernel, launch_config
+from swinedge.ops.triton_kernel import any_size_constexprs, check_geometry, constexprs, kernel, launch_config
 from swinedge.ops.window_attention import WindowGeometry
 
 KERNEL_ARGS = ("qkv", "table", "pad_qkv", "out")
 COSINE_KERNEL_ARGS = ("qkv", "table", "pad_qkv", "logit_scale", "out")
+# The run-time sizes: TensorRT's extra int32 scalars, after the inputs, before the output.
+SIZE_ARGS = ("height", "width")
+ANY_SIZE_KERNEL_ARGS = ("qkv", "table", "pad_qkv", *SIZE_ARGS, "out")
+ANY_SIZE_COSINE_KERNEL_ARGS = ("qkv", "table", "pad_qkv", "logit_scale", *SIZE_ARGS, "out")
 
 
-def kernel_args(geometry: WindowGeometry) -> tuple[str, ...]:
-    """The kernel's parameters, in TensorRT's order: inputs, then the output."""
+def kernel_args(geometry: WindowGeometry, any_size: bool = False) -> tuple[str, ...]:
+    """The kernel's parameters, in TensorRT's order: inputs, then (any-size kernels) the
+    height and width scalars, then the output."""
+    if any_size:
+        return ANY_SIZE_COSINE_KERNEL_ARGS if geometry.cosine else ANY_SIZE_KERNEL_ARGS
     return COSINE_KERNEL_ARGS if geometry.cosine else KERNEL_ARGS
+
 # The GPUs the kernel is compiled and tested for. Others (sm_75, sm_103, Thor, sm_121 ...)
 # get the native attention graph: see ``swinedge.engine.plugin_blockers``.
 SUPPORTED_CC = (80, 86, 87, 89, 90, 100, 120)
@@ -63,14 +77,31 @@ class AotKernel:
     dtype: str
     num_warps: int
     shared_mem: int
-    grid_per_image: int  # grid_x = batch * grid_per_image (windows x query blocks x heads)
+    # Static kernels: grid_x = batch * grid_per_image (windows x query blocks x heads).
+    # Any-size kernels: 0 (the window count is a run-time figure): see launch_dims_at.
+    grid_per_image: int
     grid_y: int
     block_x: int
-    programs_per_window_head: int = 1
+    programs_per_window_head: int = 1  # query blocks
+    programs_per_window: int = 0  # query blocks x heads
+    window: int = 0
+    any_size: bool = False  # takes (height, width) int32 scalars after the inputs
 
     def launch_dims(self, batch: int) -> tuple[int, int, int, int, int, int, int]:
-        """(grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_mem) for ``batch``."""
+        """(grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_mem) for ``batch``
+        (static kernels; an any-size kernel's grid depends on the size: launch_dims_at)."""
+        if self.any_size:
+            raise SwinedgeError(f"{self.name} takes its size at run time: use launch_dims_at(batch, height, width)")
         return (batch * self.grid_per_image, self.grid_y, 1, self.block_x, 1, 1, self.shared_mem)
+
+    def launch_dims_at(self, batch: int, height: int, width: int) -> tuple[int, int, int, int, int, int, int]:
+        """:meth:`launch_dims` for a ``height`` x ``width`` feature map: grid_x =
+        ``batch * ceil(height / window) * ceil(width / window) * programs_per_window``.
+        A static kernel runs only at the size it was compiled for."""
+        grid = batch * -(-height // self.window) * -(-width // self.window) * self.programs_per_window
+        if not self.any_size and grid != batch * self.grid_per_image:
+            raise SwinedgeError(f"{self.name} is compiled for one size; {height}x{width} is not it")
+        return (grid, self.grid_y, 1, self.block_x, 1, 1, self.shared_mem)
 
     def summary(self) -> dict:
         d = asdict(self)
@@ -124,16 +155,18 @@ def triton_version_ok(version: str | None) -> bool:
     return bool(m) and (int(m.group(1)), int(m.group(2))) >= MIN_TRITON
 
 
-def entry_name(geometry: WindowGeometry, dtype: str, compute_capability: int) -> str:
-    """A PTX entry name unique to geometry, dtype and architecture.
+def entry_name(geometry: WindowGeometry, dtype: str, compute_capability: int, any_size: bool = False) -> str:
+    """A PTX entry name unique to geometry, dtype and architecture (any-size kernels:
+    ``anysize`` in place of the size, which they do not depend on).
 
     TensorRT keys loaded AOT kernels by name in ways it does not document; every plugin
     layer of another shape must therefore never share one name with different PTX."""
     g = geometry
     kind = "cosine_window_attention" if g.cosine else "window_attention"
+    size = "anysize" if any_size else f"{g.height}x{g.width}"
     return (
         f"swinedge_{kind}_{_DTYPES[dtype]}_sm{compute_capability}"
-        f"_{g.height}x{g.width}_w{g.window}_s{g.shift}_h{g.num_heads}_d{g.head_dim}"
+        f"_{size}_w{g.window}_s{g.shift}_h{g.num_heads}_d{g.head_dim}"
     )
 
 
@@ -162,7 +195,6 @@ def strip_unused_params(ptx: str, name: str, keep: int) -> str:
     return ptx[: m.start(2)] + "\n" + kept + "\n" + ptx[m.end(2) :]
 
 
-@functools.lru_cache(maxsize=64)  # TensorRT asks once per plugin instance; blocks share geometries
 def compile_window_attention(
     geometry: WindowGeometry,
     *,
@@ -170,10 +202,34 @@ def compile_window_attention(
     dtype: str = "float16",
     has_pad: bool | None = None,
     ptx_version: int | None = None,
+    any_size: bool = False,
 ) -> AotKernel:
     """Compile the kernel for one geometry, dtype and GPU architecture to PTX.
 
-    ``ptx_version`` None: the lowest ISA the target accepts (8.0 up to sm_90)."""
+    ``ptx_version`` None: the lowest ISA the target accepts (8.0 up to sm_90).
+    ``any_size``: the kernel that takes height and width as int32 arguments
+    (:func:`kernel_args`); the geometry's height and width are ignored (every size of
+    one block gets the same, cached, PTX) and padding is always handled (``has_pad``
+    may not be False)."""
+    if any_size:
+        if has_pad is False:
+            raise SwinedgeError("the any-size kernel always handles padding: has_pad=False does not apply")
+        geometry, has_pad = dataclasses.replace(geometry, height=0, width=0), None
+    return _compile_window_attention(
+        geometry, compute_capability=compute_capability, dtype=dtype, has_pad=has_pad, ptx_version=ptx_version, any_size=any_size
+    )
+
+
+@functools.lru_cache(maxsize=64)  # TensorRT asks once per plugin instance; blocks share geometries
+def _compile_window_attention(
+    geometry: WindowGeometry,
+    *,
+    compute_capability: int,
+    dtype: str,
+    has_pad: bool | None,
+    ptx_version: int | None,
+    any_size: bool,
+) -> AotKernel:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -188,14 +244,20 @@ def compile_window_attention(
         raise SwinedgeError(f"the plugin kernel needs Triton >= {need}, this is {triton.__version__}: pip install 'triton>={need}'")
     ptx_version = ptx_version_for(compute_capability, ptx_version)
     g = geometry
-    if has_pad is None:
-        has_pad = g.padded_height != g.height or g.padded_width != g.width
     cfg = launch_config(g)
-    consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=dtype == "float32")
+    if any_size:
+        consts = any_size_constexprs(g, cfg, ieee_fp32=dtype == "float32")
+    else:
+        if has_pad is None:
+            has_pad = g.padded_height != g.height or g.padded_width != g.width
+        consts = constexprs(g, cfg, has_pad=has_pad, ieee_fp32=dtype == "float32")
     t = _DTYPES[dtype]
+    # In the kernel's parameter order (the ASTSource signature is positional).
     signature = {"qkv_ptr": f"*{t}", "table_ptr": "*fp32", "pad_ptr": f"*{t}"}
     if g.cosine:
         signature["scale_ptr"] = "*fp32"
+    if any_size:
+        signature.update({"H": "i32", "W": "i32"})  # no divisibility or ==1 specialisation
     signature["out_ptr"] = f"*{t}"
     signature.update({name: "constexpr" for name in consts})
     # Every buffer is assumed 16-byte aligned, so Triton emits 16-byte vector loads and
@@ -204,11 +266,11 @@ def compile_window_attention(
     # (README, "The kernel TensorRT runs"); a misaligned pointer would stop the
     # engine with CUDA's "misaligned address" error, never give wrong numbers, so the
     # `tensorrt` tests on a GPU are the check.
-    args = kernel_args(g)
-    aligned = {(i,): [["tt.divisibility", 16]] for i in range(len(args))}
+    args = kernel_args(g, any_size)
+    aligned = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(args) if a not in SIZE_ARGS}  # pointers only
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # pin today's default; silences a notice
     compiled = triton.compile(
-        ASTSource(fn=kernel(interpret=False, cosine=g.cosine), signature=signature, constexprs=consts, attrs=aligned),
+        ASTSource(fn=kernel(interpret=False, cosine=g.cosine, any_size=any_size), signature=signature, constexprs=consts, attrs=aligned),
         target=GPUTarget("cuda", compute_capability, 32),
         options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages, "ptx_version": ptx_version},
     )
@@ -218,7 +280,7 @@ def compile_window_attention(
             raise SwinedgeError(f"compiled kernel needs {scratch}={getattr(md, scratch)}: TensorRT cannot provide it")
     if md.shared > MAX_SHARED_MEM:
         raise SwinedgeError(f"kernel for {g} needs {md.shared} bytes of shared memory, over the {MAX_SHARED_MEM} a plugin launch gets")
-    name = entry_name(g, dtype, compute_capability)
+    name = entry_name(g, dtype, compute_capability, any_size)
     ptx = rename_entry(strip_unused_params(compiled.asm["ptx"], md.name, keep=len(args)), md.name, name)
     return AotKernel(
         name=name,
@@ -227,22 +289,26 @@ def compile_window_attention(
         dtype=dtype,
         num_warps=md.num_warps,
         shared_mem=md.shared,
-        grid_per_image=cfg.programs_per_image(g),
+        grid_per_image=0 if any_size else cfg.programs_per_image(g),
         grid_y=1,
         block_x=md.num_warps * 32,
         programs_per_window_head=cfg.query_blocks,
+        programs_per_window=cfg.programs_per_window(g),
+        window=g.window,
+        any_size=any_size,
     )
 
 
-def compile_in_subprocess(geometry: WindowGeometry, *, compute_capability: int, dtype: str = "float16") -> dict:
-    """Compile in a fresh process (needed where this one runs Triton interpreted)."""
+def compile_in_subprocess(geometry: WindowGeometry, *, compute_capability: int, dtype: str = "float16", any_size: bool = False) -> dict:
+    """Compile in a fresh process (needed where this one runs Triton interpreted):
+    :meth:`AotKernel.summary` with the PTX. ``any_size``: the run-time-size kernel."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     g = geometry
     cmd = [
         sys.executable, "-m", "swinedge.ops.aot", "--cc", str(compute_capability), "--dtype", dtype,
         "--height", str(g.height), "--width", str(g.width), "--window", str(g.window), "--shift", str(g.shift),
         "--heads", str(g.num_heads), "--head-dim", str(g.head_dim), "--with-ptx",
-    ] + (["--cosine"] if g.cosine else [])  # fmt: skip
+    ] + (["--cosine"] if g.cosine else []) + (["--any-size"] if any_size else [])  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise SwinedgeError((proc.stderr.strip().splitlines() or ["kernel compilation failed"])[-1])
@@ -253,20 +319,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Compile the fused window-attention kernel to PTX.")
     ap.add_argument("--cc", type=int, default=90, help="compute capability, e.g. 87 (Orin), 89 (L4), 90 (H100)")
     ap.add_argument("--dtype", default="float16", choices=sorted(_DTYPES))
-    ap.add_argument("--height", type=int, required=True)
+    ap.add_argument("--height", type=int, help="feature-map height (not with --any-size)")
     ap.add_argument("--width", type=int)
     ap.add_argument("--window", type=int, required=True)
     ap.add_argument("--shift", type=int, default=0)
     ap.add_argument("--heads", type=int, required=True)
     ap.add_argument("--head-dim", type=int, default=32)
     ap.add_argument("--cosine", action="store_true", help="Swin V2's cosine attention (takes the logit scale)")
+    ap.add_argument("--any-size", action="store_true", help="the kernel taking height and width as int32 arguments (one PTX for every size)")
     ap.add_argument("--ptx-version", type=int, default=None, help="PTX ISA, e.g. 80 = 8.0 (CUDA 12.0+ drivers); default: the lowest the target accepts")
     ap.add_argument("--with-ptx", action="store_true", help="include the PTX text in the JSON")
     ap.add_argument("--out", help="write the PTX here")
     a = ap.parse_args(argv)
-    g = WindowGeometry(a.height, a.width or a.height, a.window, a.shift, a.heads, a.head_dim, a.cosine)
+    if a.height is None and not a.any_size:
+        ap.error("--height is required (unless --any-size)")
+    height = a.height or 0
+    g = WindowGeometry(height, a.width or height, a.window, a.shift, a.heads, a.head_dim, a.cosine)
     try:
-        k = compile_window_attention(g, compute_capability=a.cc, dtype=a.dtype, ptx_version=a.ptx_version)
+        k = compile_window_attention(g, compute_capability=a.cc, dtype=a.dtype, ptx_version=a.ptx_version, any_size=a.any_size)
     except SwinedgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
