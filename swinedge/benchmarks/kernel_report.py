@@ -1,7 +1,7 @@
 """Static report of the fused kernel exactly as the TensorRT plugin ships it (no GPU needed).
 
     python -m swinedge.benchmarks.kernel_report [--cc 80,87,89,90] [--dtype float16]
-        [--models swin_t,...] [--json FILE] [--check]
+        [--models swin_t,...] [--any-size] [--json FILE] [--check]
 
 For every attention geometry of the Swin V1 and V2 variants (shifted and not, plus
 padded sizes; V2's cosine kernel for V2) it compiles the AOT PTX the plugin returns (:func:`swinedge.ops.aot.compile_window_attention`),
@@ -18,6 +18,14 @@ A100 SXM and Jetson AGX Orin. It leaves out latency, occupancy and the L2 traffi
 score table and of keys re-read by several query programs (reported per (window, head)
 beside it: the table is shared by every window and image, so it is read from L2, not
 HBM). ``--check`` exits 1 when a limit of issue #9 is broken.
+
+``--any-size`` adds, after each geometry's row, the kernel that takes the feature-map
+height and width at run time (one PTX for every size of a block; ``any`` in the kind
+column), and a table of what the run-time sizes cost against the static kernel
+(registers, spills, SASS instructions per thread). Issue #9's per-geometry instruction
+budgets are the static kernel's; the any-size rows are held to the limits every kernel
+has (no spills, 16-byte accesses, shared memory) and, for Swin-T's geometries on sm_90,
+to at most 96 registers.
 """
 
 from __future__ import annotations
@@ -122,6 +130,7 @@ class KernelStats:
     warp_instructions_per_window_head: int = 0
     l2_bytes_per_window_head: int = 0  # what its programs read (q, k, v re-reads, table) and write
     model: dict = field(default_factory=dict)
+    any_size: bool = False  # the kernel taking height and width at run time
 
 
 def _tools() -> tuple[str, str]:
@@ -206,11 +215,13 @@ def roofline(g: WindowGeometry, stats: KernelStats, elem: int) -> dict:
     }
 
 
-def analyze(g: WindowGeometry, cc: int, dtype: str = "float16") -> KernelStats:
+def analyze(g: WindowGeometry, cc: int, dtype: str = "float16", any_size: bool = False) -> KernelStats:
+    """Static figures of the kernel the plugin ships for ``g`` (``any_size``: the
+    run-time-size kernel of ``g``'s block; the roofline still uses ``g``'s size)."""
     from swinedge.ops.aot import compile_window_attention
     from swinedge.ops.triton_kernel import launch_config
 
-    k = compile_window_attention(g, compute_capability=cc, dtype=dtype)
+    k = compile_window_attention(g, compute_capability=cc, dtype=dtype, any_size=any_size)
     cfg = launch_config(g)
     ptxas, cuobjdump = _tools()
     arch = re.search(r"\.target\s+(\w+)", k.ptx).group(1)
@@ -239,7 +250,7 @@ def analyze(g: WindowGeometry, cc: int, dtype: str = "float16") -> KernelStats:
         spill_stores=int(spills.group(1)), spill_loads=int(spills.group(2)), shared_mem=k.shared_mem, threads=threads,
         programs_per_window_head=programs, sass_static=static, sass_per_thread=per_thread, loops=loops,
         loads=loads, stores=stores, occupancy=round(occupancy(cc, regs, threads, k.shared_mem), 3),
-        warp_instructions_per_window_head=programs * (threads // 32) * per_thread,
+        warp_instructions_per_window_head=programs * (threads // 32) * per_thread, any_size=any_size,
     )  # fmt: skip
     elem = {"float16": 2, "bfloat16": 2, "float32": 4}[dtype]
     per_program = cfg.block_m * g.head_dim * elem * 2 + cfg.key_blocks * cfg.block_n * g.head_dim * elem * 2 + cfg.block_m * cfg.cols * 4
@@ -257,13 +268,15 @@ def _label(g: dict) -> str:
 SWIN_T_STAGE1 = WindowGeometry(56, 56, 7, 3, 3, 32)
 SWIN_T_STAGE1_PLAIN = WindowGeometry(56, 56, 7, 0, 3, 32)
 WINDOW12_SHIFTED = WindowGeometry(96, 96, 12, 6, 4, 32)
+# The any-size kernel's register limit for Swin-T's geometries (window 7, head dim 32) on sm_90.
+ANY_SIZE_MAX_REGISTERS = 96
 
 
 def check(stats: list[KernelStats]) -> list[str]:
     """Every limit a report breaks, as one line each (empty: all hold)."""
     problems = []
     for s in stats:
-        where = f"{_label(s.geometry)} {s.dtype} sm_{s.cc}"
+        where = f"{_label(s.geometry)} {s.dtype} sm_{s.cc}{' any-size' if s.any_size else ''}"
         if s.spill_stores or s.spill_loads:
             problems.append(f"{where}: spills ({s.spill_stores} B stored, {s.spill_loads} B loaded)")
         if s.shared_mem > 48 * 1024:
@@ -275,6 +288,10 @@ def check(stats: list[KernelStats]) -> list[str]:
             if not any(k.endswith(".128") for k in s.loads) or not any(k.endswith(".128") for k in s.stores):
                 problems.append(f"{where}: no 16-byte global loads or stores ({s.loads}, {s.stores})")
         g = WindowGeometry(**s.geometry)
+        if s.any_size:
+            if s.dtype == "float16" and s.cc == 90 and g.window == 7 and g.head_dim == 32 and s.registers > ANY_SIZE_MAX_REGISTERS:
+                problems.append(f"{where} any-size: {s.registers} registers > {ANY_SIZE_MAX_REGISTERS}")
+            continue  # issue #9's per-geometry budgets are the static kernel's
         if s.dtype == "float16":
             if g == SWIN_T_STAGE1 and s.cc == 90 and s.sass_per_thread > 550:
                 problems.append(f"{where}: {s.sass_per_thread} SASS per thread > 550")
@@ -291,16 +308,35 @@ def check(stats: list[KernelStats]) -> list[str]:
 
 
 def table(stats: list[KernelStats]) -> str:
-    head = f"{'geometry':<28} {'dtype':<8} {'sm':>3} {'regs':>4} {'spill':>5} {'smem':>6} {'occ':>5} {'SASS/thr':>8} {'warp-instr/(win,head)':>21} {'L2 KB':>6} {'LDG.128':>7} {'STG.128':>7} {'model':>12}"
+    head = f"{'geometry':<28} {'kind':<6} {'dtype':<8} {'sm':>3} {'regs':>4} {'spill':>5} {'smem':>6} {'occ':>5} {'SASS/thr':>8} {'warp-instr/(win,head)':>21} {'L2 KB':>6} {'LDG.128':>7} {'STG.128':>7} {'model':>12}"
     rows = [head, "-" * len(head)]
     for s in stats:
         model = f"{s.model['roofline_fraction'] * 100:.0f}% {s.model['gpu'].split()[0]}" if s.model else "-"
         rows.append(
-            f"{_label(s.geometry):<28} {s.dtype:<8} {s.cc:>3} {s.registers:>4} {s.spill_stores + s.spill_loads:>5} {s.shared_mem:>6} "
+            f"{_label(s.geometry):<28} {'any' if s.any_size else 'static':<6} {s.dtype:<8} {s.cc:>3} {s.registers:>4} {s.spill_stores + s.spill_loads:>5} {s.shared_mem:>6} "
             f"{s.occupancy:>5.2f} {s.sass_per_thread:>8} {s.warp_instructions_per_window_head:>21} {s.l2_bytes_per_window_head / 1024:>6.0f} "
             f"{s.loads.get('LDG.E.128', 0):>7} {s.stores.get('STG.E.128', 0):>7} {model:>12}"
         )
     return "\n".join(rows)
+
+
+def any_size_cost(stats: list[KernelStats]) -> str:
+    """Static against any-size kernel, per geometry and architecture: registers, spill
+    bytes and SASS instructions per thread (empty without any-size rows)."""
+    static = {(json.dumps(s.geometry, sort_keys=True), s.dtype, s.cc): s for s in stats if not s.any_size}
+    head = f"{'geometry':<28} {'dtype':<8} {'sm':>3} {'regs static/any':>15} {'spill static/any':>16} {'SASS/thr static/any':>19} {'SASS +':>9}"
+    rows = [head, "-" * len(head)]
+    for a in stats:
+        s = static.get((json.dumps(a.geometry, sort_keys=True), a.dtype, a.cc)) if a.any_size else None
+        if s is None:
+            continue
+        extra = a.sass_per_thread - s.sass_per_thread
+        rows.append(
+            f"{_label(a.geometry):<28} {a.dtype:<8} {a.cc:>3} {f'{s.registers}/{a.registers}':>15} "
+            f"{f'{s.spill_stores + s.spill_loads}/{a.spill_stores + a.spill_loads}':>16} "
+            f"{f'{s.sass_per_thread}/{a.sass_per_thread}':>19} {f'{extra:+d} ({extra / s.sass_per_thread:+.0%})':>9}"
+        )
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     ap.add_argument("--models", default=",".join(VARIANTS), help=f"any of {', '.join(MODELS)}")
     ap.add_argument("--no-padded", action="store_true", help="leave out the padded sizes")
+    ap.add_argument("--any-size", action="store_true", help="also report the run-time-size kernel of every geometry, beside the static one")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--check", action="store_true", help="exit 1 when a limit of issue #9 is broken")
     a = ap.parse_args(argv)
@@ -324,9 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     for cc in (int(c) for c in a.cc.split(",")):
         for g in geometries:
             stats.append(analyze(g, cc, a.dtype))
+            if a.any_size:
+                stats.append(analyze(g, cc, a.dtype, any_size=True))
             print(f"  compiled {_label(asdict(g))} sm_{cc}", file=sys.stderr, flush=True)
     print("static measurements (ptxas -v, cuobjdump -sass); 'model' = roofline MODEL at batch 32, not a timing")
     print(table(stats))
+    cost = any_size_cost(stats)
+    if cost:
+        print("\nthe cost of run-time sizes: static kernel / any-size kernel (same geometry)")
+        print(cost)
     problems = check(stats)
     if a.json:
         Path(a.json).write_text(json.dumps({"stats": [asdict(s) for s in stats], "problems": problems}, indent=1))
