@@ -103,11 +103,13 @@ def test_any_size_fp16_equals_static_kernel() -> None:
 
 
 @needs_interpreter
-def test_any_size_without_pad_pads_with_zeros_as_the_reference() -> None:
-    g = WindowGeometry(15, 22, 7, 3, 1, 16)
+def test_without_pad_both_kernels_pad_with_zeros_as_the_reference() -> None:
+    g = WindowGeometry(15, 22, 7, 3, 1, 16)  # padded keys share regions with real queries
     qkv, bias, _ = _inputs(g, 1)
-    got = tk.window_attention_triton(qkv, attention_table(bias, g), None, g, any_size=True)
+    table = attention_table(bias, g)
+    got = tk.window_attention_triton(qkv, table, None, g, any_size=True)
     torch.testing.assert_close(got, window_attention_reference(qkv, bias, None, g), atol=1e-5, rtol=1e-5)
+    assert torch.equal(got, tk.window_attention_triton(qkv, table, None, g))  # the static kernel (it read token 0 before)
 
 
 @needs_interpreter

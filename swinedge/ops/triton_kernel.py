@@ -434,7 +434,7 @@ def window_attention_triton(
     ``any_size``: launch the entry that takes ``geometry.height`` and ``.width`` as
     run-time int32 arguments (one compiled kernel for every size; what a TensorRT engine
     with several optimization profiles runs) instead of the one compiled for this size.
-    ``pad_qkv`` None then pads with zeros, as the reference does."""
+    ``pad_qkv`` None pads with zeros, as the reference does."""
     g = geometry
     check_geometry(g, qkv.dtype)
     if any_size:
@@ -457,7 +457,11 @@ def window_attention_triton(
     qkv = _aligned(qkv.contiguous())
     table = _aligned(table.to(device=qkv.device, dtype=torch.float32).contiguous())
     needs_pad = g.padded_height != g.height or g.padded_width != g.width
-    has_pad = needs_pad and pad_qkv is not None
+    if needs_pad and pad_qkv is None:
+        # Padded keys are zeros then, as in the reference: without a pad row the kernel
+        # would read token 0 for them.
+        pad_qkv = torch.zeros(3 * g.dim, device=qkv.device, dtype=qkv.dtype)
+    has_pad = needs_pad
     pad = _aligned(pad_qkv.to(device=qkv.device, dtype=qkv.dtype).contiguous()) if has_pad else qkv  # unused when not has_pad
     out = torch.empty(qkv.shape[0], g.height * g.width, g.dim, device=qkv.device, dtype=qkv.dtype)
     if qkv.shape[0] == 0:
