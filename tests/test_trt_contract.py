@@ -444,3 +444,65 @@ def test_nvidia_python_plugin_layer_on_standin_accepts_a_rectangular_backbone(ba
         for b, (gx, gy, gz, *_rest) in n["launch"].items():
             assert (gx, gy, gz) == (int(b) * windows * g.num_heads, 1, 1)
         assert f"_{g.height}x{g.width}_w4_s{g.shift}_" in n["kernel"]["name"]
+
+
+# -- one graph for several sizes: any-size plugin nodes -------------------------------------------------
+@pytest.fixture(scope="session")
+def any_size_plugin_graph(tmp_path_factory) -> tuple[Path, list]:
+    """A micro Swin backbone exported for 150x222 and 192x176 in one graph (dynamic height
+    and width), native, then substituted as build_engine does; with each block's
+    (window, shift, heads, head dim)."""
+    from swinedge.engine import plugin_graph
+    from swinedge.export import export_onnx, onnx_info
+    from swinedge.models.backbone import BackboneConfig, SwinBackbone
+    from swinedge.models.swin import MODEL_SPECS
+
+    d = tmp_path_factory.mktemp("contract-any-size")
+    cfg = BackboneConfig(MODEL_SPECS["swin_micro_patch4_window4_64"].config, (150, 222))
+    info = {"model": "swin_micro_patch4_window4_64", "config": cfg.to_dict(), "source": None}
+    path = export_onnx(SwinBackbone(cfg), d / "any.onnx", info=info, sizes=[(150, 222), (192, 176)]).onnx_path
+    proto = onnx.load(str(path))
+    graph, count, why_not = plugin_graph(proto, onnx_info(path, proto))
+    assert why_not is None and count == 8
+    onnx.save(graph, str(d / "any.plugin.onnx"))
+    return d / "any.plugin.onnx", cfg.block_signature()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trt_version", [PLUGIN_VERSIONS[0], PLUGIN_VERSIONS[-1]])
+def test_nvidia_python_plugin_layer_on_standin_takes_any_size_nodes(any_size_plugin_graph, trt_version: str) -> None:
+    """NVIDIA's real tensorrt.plugin (the first AOT version and the newest), on a stand-in
+    for its compiled module, takes an any-size node: output [B, H, W, C] from qkv's
+    symbolic shape, a grid counting the windows of whatever H x W the profile gives, H
+    and W handed to the kernel as two int32 extra arguments, and one PTX entry of six
+    parameters per block geometry, whatever the size. Not proven here: libnvinfer
+    evaluating those expressions per profile, loading and launching the PTX."""
+    try:
+        trt_bindings.wheel_dir(trt_version)
+    except RuntimeError as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"NVIDIA's bindings wheel is not reachable: {e}")
+    path, blocks = any_size_plugin_graph
+    result = _replay(trt_version, [path], [90])
+    assert "import_error" not in result, result.get("import_error")
+    nodes = result["graphs"][str(path)]["90"]
+    assert len(nodes) == len(blocks) == 8
+    entries: dict[str, str] = {}
+    for n, (window, shift, heads, head_dim) in zip(nodes, blocks):
+        assert "error" not in n, n.get("trace", n.get("error"))
+        assert n["aot"] and n["missing_fields"] == [] and n["num_outputs"] == 1
+        assert len(n["output_shapes"]) == 3 * 3  # 3 batches x 3 map sizes
+        for key, shape in n["output_shapes"].items():
+            b, hw = key.split("@")
+            h, w = map(int, hw.split("x"))
+            assert shape == [int(b), h, w, heads * head_dim]
+            gx, gy, gz, bx, *_ = n["launch"][key]
+            assert (gx, gy, gz) == (int(b) * -(-h // window) * -(-w // window) * heads, 1, 1)  # window 4: one program per window-head
+            assert n["extra_values"][key] == [h, w]
+        assert n["extra_args"] == 2 and n["extra_arg_types"] == ["PluginArgDataType.INT32"] * 2
+        kern = n["kernel"]
+        assert kern["params"] == 6 and kern["entry"] == kern["name"]  # qkv, table, pad_qkv, H, W, out
+        assert kern["name"].endswith(f"_anysize_w{window}_s{shift}_h{heads}_d{head_dim}")
+        assert entries.setdefault(kern["name"], kern["ptx_sha256"]) == kern["ptx_sha256"]
+    assert len(entries) == len(set(blocks))  # one kernel per block geometry, none per size

@@ -231,6 +231,10 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
 
     types = tensor_types(proto)
     any_size = is_any_size_graph(proto)
+    # An any-size graph's shapes are symbolic; ONNX's inference cannot see through a
+    # custom node, so each plugin output gets its [B, H, W, C] written down, and the
+    # graph after it keeps its ranks for the tools that read them.
+    dims = tensor_dims(proto) if any_size else {}
     graph = proto.graph
     producer = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
@@ -313,6 +317,12 @@ def substitute_plugin_nodes(proto: onnx.ModelProto, config) -> tuple[onnx.ModelP
                 head_dim=g.head_dim,
             )
             added = [node]
+            if any_size and qkv_out in dims:
+                out_dims = [*dims[qkv_out][:-1], g.dim]
+                kept_info = [vi for vi in graph.value_info if vi.name != plugin_out]
+                del graph.value_info[:]
+                graph.value_info.extend(kept_info)
+                graph.value_info.append(onnx.helper.make_tensor_value_info(plugin_out, qkv_type, out_dims))
             if plugin_out != core_out:
                 added.append(onnx.helper.make_node("Cast", [plugin_out], [core_out], name=f"{prefix}{plugin_name}_cast", to=out_type))
                 graph.value_info.append(onnx.helper.make_tensor_value_info(plugin_out, qkv_type, None))
@@ -413,6 +423,18 @@ def tensor_types(proto: onnx.ModelProto) -> dict[str, int]:
     types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output] if vi.type.tensor_type.elem_type}
     types.update({i.name: i.data_type for i in g.initializer})
     return types
+
+
+def tensor_dims(proto: onnx.ModelProto) -> dict[str, list]:
+    """Inferred dims of every tensor whose shape ONNX can infer (ints, or the symbolic
+    names of dynamic dims), on a copy."""
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    out = {}
+    for vi in [*inferred.value_info, *inferred.input, *inferred.output]:
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    return out
 
 
 def _np_dtype(elem_type: int):
