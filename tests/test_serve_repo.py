@@ -243,3 +243,22 @@ def test_cli_writes_the_repository_with_a_table_and_json(tmp_path: Path, micro_o
     record = json.loads(result.stdout)
     assert record["models"][0]["ensemble"]["top_k"] == 5 and record["models"][0]["max_batch_size"] == 8
     assert micro_onnx.read_bytes() == (tmp_path / "repo" / "swin_micro" / "1" / "model.onnx").read_bytes()
+
+
+def test_a_plan_of_several_sizes_serves_every_profile_with_dynamic_height_and_width(tmp_path: Path) -> None:
+    """An engine built from an ``export --sizes`` backbone: Triton gets -1 for height and
+    width and every optimization profile in the instance group (it picks the request's)."""
+    plan = tmp_path / "bb.plan"
+    profiles = [{"min": [1, 3, h, w], "opt": [2, 3, h, w], "max": [8, 3, h, w]} for h, w in ((640, 640), (800, 1333))]
+    write_artifact_with_manifest(
+        "tensorrt-engine", plan, PLAN_BYTES, model="swin_tiny_patch4_window7_224", precision="int8", config={},
+        input={"name": "input", "shape": ["batch", 3, 640, 640]}, task="backbone", input_size="640x640",
+        input_sizes=["640x640", "800x1333"], outputs=[{"name": "stage0", "shape": ["batch", 96, 160, 160]}],
+        tensorrt={"version": "11.4.0", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": 90, "strongly_typed": True},
+        profile=profiles[0], profiles=profiles, plugin={"used": True, "note": "plugin"},
+    )  # fmt: skip
+    write_model_repository([plan], tmp_path / "repo")
+    cfg = read_config(tmp_path / "repo" / "bb" / "config.pbtxt")
+    assert list(cfg.input[0].dims) == [3, -1, -1] and list(cfg.output[0].dims) == [96, -1, -1]
+    assert [list(g.profile) for g in cfg.instance_group] == [["0", "1"]]
+    assert cfg.max_batch_size == 8

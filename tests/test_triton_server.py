@@ -193,3 +193,30 @@ def test_server_refuses_to_start_without_its_python_environment(tmp_path: Path) 
     with pytest.raises(MissingDependencyError, match="python_env"):
         LocalTritonServer(tmp_path, python_env=tmp_path / "nowhere").start()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_backbone_graph_of_several_sizes_is_served_at_each(tmp_path: Path) -> None:
+    """``export --sizes`` graph in a repository (dynamic height and width), on the real
+    server: stage maps over HTTP equal ONNX Runtime's at both exported sizes and one never
+    named."""
+    import tritonclient.http as http
+
+    from swinedge.export import export_onnx, run_onnx_cpu
+    from swinedge.models.backbone import BackboneConfig, SwinBackbone
+    from swinedge.models.swin import MODEL_SPECS
+    from swinedge.serving.server import LocalTritonServer
+
+    cfg = BackboneConfig(MODEL_SPECS["swin_micro_patch4_window4_64"].config, (150, 222))
+    info = {"model": "swin_micro_patch4_window4_64", "config": cfg.to_dict(), "source": None}
+    graph = export_onnx(SwinBackbone(cfg).eval(), tmp_path / "bb.onnx", info=info, sizes=[(150, 222), (192, 176)]).onnx_path
+    result = CliRunner().invoke(app, ["serve-repo", str(graph), "--out", str(tmp_path / "repo"), "--onnx-backend", "python", "--onnx-device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with LocalTritonServer(tmp_path / "repo") as server:
+        client = http.InferenceServerClient(server.http_url)
+        for i, size in enumerate([(150, 222), (192, 176), (161, 133)]):
+            x = np.random.default_rng(i).standard_normal((2, 3, *size)).astype(np.float32)
+            request = http.InferInput("input", list(x.shape), "FP32")
+            request.set_data_from_numpy(x)
+            answer = client.infer("bb", [request], outputs=[http.InferRequestedOutput(f"stage{k}") for k in range(4)])
+            for k, want in enumerate(run_onnx_cpu(graph, x, all_outputs=True)):
+                np.testing.assert_allclose(answer.as_numpy(f"stage{k}"), want, rtol=1e-5, atol=1e-5)

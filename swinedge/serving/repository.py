@@ -133,8 +133,20 @@ def describe_artifact(path: str | Path, name: str, options: RepositoryOptions) -
     raise SwinedgeError(f"{path}: Triton serves TensorRT plans (.plan/.engine) and ONNX graphs (.onnx), not '{suffix or path.name}'")
 
 
-def _batched(shape: list, what: Path) -> bool:
-    if not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+def _any_size(manifest: dict[str, Any] | None) -> bool:
+    """An artifact exported (or built) for several input sizes: its height and width are
+    dynamic, so Triton gets -1 for them (the ensemble's preprocessing serves the first)."""
+    return bool((manifest or {}).get("input_sizes"))
+
+
+def _any_size_dims(tensor: dict[str, Any]) -> dict[str, Any]:
+    """[C, H, W] (batched) or [N, C, H, W] with -1 for H and W."""
+    return {**tensor, "dims": [*tensor["dims"][:-2], -1, -1]}
+
+
+def _batched(shape: list, what: Path, any_size: bool = False) -> bool:
+    sizes = shape[1:2] if any_size and isinstance(shape, list) else (shape[1:] if isinstance(shape, list) else None)
+    if not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in sizes):
         raise SwinedgeError(f"{what}: its input shape {shape!r} is not an image batch [N, C, H, W]: re-create it with swinedge")
     return not isinstance(shape[0], int)
 
@@ -170,9 +182,11 @@ def _describe_plan(path: Path, name: str) -> ServedModel:
         raise SwinedgeError(f"{path}: its manifest has no optimization profile: rebuild it with swinedge build-engine") from None
     # swinedge's graphs keep float32 inputs and outputs at every precision (FP16 is
     # converted with keep_io_types, INT8/FP8 are Q/DQ inside), so the plan's are too.
+    model_input = _tensor(inp["name"], "TYPE_FP32", shape[1:] if batched else shape)
+    if _any_size(manifest):  # one profile per size: Triton picks the request's
+        model_input, outputs = _any_size_dims(model_input), [_any_size_dims(o) for o in outputs]
     return ServedModel(
-        name, path, "plan", manifest,
-        _tensor(inp["name"], "TYPE_FP32", shape[1:] if batched else shape),
+        name, path, "plan", manifest, model_input,
         outputs, top if batched else 0, sorted({opt, top}) if batched else [], task, classes,
         bool((manifest.get("plugin") or {}).get("used")),
     )  # fmt: skip
@@ -209,11 +223,13 @@ def _describe_onnx(path: Path, name: str, options: RepositoryOptions) -> ServedM
         raise SwinedgeError(f"{path} has {len(graph_inputs)} inputs: swinedge serves image models with one input")
     inp = graph_inputs[0]
     shape = dims(inp)
-    batched = _batched(shape, path)
+    batched = _batched(shape, path, _any_size(manifest))
     task, classes = "classifier", None
     if manifest is not None and manifest.get("task") == "backbone":
         # the exporter leaves the stage maps' sizes symbolic; the manifest has them
         outs, task, _ = _task_outputs(manifest, path, batched)
+        if _any_size(manifest):
+            outs = [_any_size_dims(o) for o in outs]
     else:
         outs = []
         for o in proto.graph.output:
@@ -224,8 +240,9 @@ def _describe_onnx(path: Path, name: str, options: RepositoryOptions) -> ServedM
         if len(outs) == 1 and len(outs[0]["dims"]) == (1 if batched else 2):
             classes = outs[0]["dims"][-1]
     max_batch = options.max_batch if batched else 0
+    model_input = _tensor(inp.name, data_type(inp), [(d if isinstance(d, int) else -1) for d in (shape[1:] if batched else shape)])
     return ServedModel(
-        name, path, "onnx", manifest, _tensor(inp.name, data_type(inp), shape[1:] if batched else shape), outs,
+        name, path, "onnx", manifest, model_input, outs,
         max_batch, sorted({1, max_batch} - {0}) if batched else [], task, classes, qdq=has_qdq(proto),
     )  # fmt: skip
 
@@ -265,7 +282,11 @@ def _dynamic(m: ServedModel, options: RepositoryOptions) -> dict[str, Any]:
 def model_config(m: ServedModel, options: RepositoryOptions):
     common = {"name": m.name, "maxBatchSize": m.max_batch, "input": _io([m.input]), "output": _io(m.outputs), **_dynamic(m, options)}
     if m.kind == "plan":
-        return _config(platform="tensorrt_plan", instanceGroup=[{"kind": "KIND_GPU", "count": options.instances}], **common)
+        group: dict[str, Any] = {"kind": "KIND_GPU", "count": options.instances}
+        profiles = (m.manifest or {}).get("profiles") or []
+        if len(profiles) > 1:  # an engine of several sizes: every profile serves requests
+            group["profile"] = [str(i) for i in range(len(profiles))]
+        return _config(platform="tensorrt_plan", instanceGroup=[group], **common)
     if options.onnx_backend == "python":
         return _config(backend="python", instanceGroup=[{"kind": "KIND_CPU", "count": options.instances}], **common)
     kind = "KIND_GPU" if options.onnx_device == "gpu" else "KIND_CPU"
