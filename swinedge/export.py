@@ -1,4 +1,5 @@
-"""ONNX export of a Swin model (FP32, static spatial shapes, dynamic or fixed batch)."""
+"""ONNX export of a Swin model (FP32, dynamic or fixed batch; static spatial shapes, or
+dynamic height and width for a backbone exported for several sizes)."""
 
 from __future__ import annotations
 

@@ -104,3 +104,27 @@ def test_runner_owns_a_stream(swin_t_graphs, tmp_path: Path) -> None:
     with TensorRTRunner(r.plan) as eng:
         assert eng.stream is not None and eng.stream.cuda_stream != torch.cuda.default_stream().cuda_stream
         eng.infer(np.zeros((2, 3, 224, 224), np.float32))
+
+
+@pytest.mark.parametrize("plugin", ["off", "on"])
+def test_one_backbone_engine_serves_every_profile_size(plugin: str, tmp_path: Path) -> None:
+    """Swin-T backbone exported for 640x640 and 800x1333 in one graph, built into one
+    engine of two profiles (plugin: the any-size kernel, H and W as run-time arguments);
+    each size's stage maps against ONNX Runtime's, switching sizes back and forth."""
+    from swinedge.export import run_onnx_cpu
+    from swinedge.models.backbone import BackboneConfig, SwinBackbone
+    from swinedge.models.swin import MODEL_SPECS
+
+    cfg = BackboneConfig(MODEL_SPECS[SWIN_T].config, (640, 640), stage_norms=True)
+    info = {"model": SWIN_T, "config": cfg.to_dict(), "source": None}
+    graph = export_onnx(SwinBackbone(cfg).eval(), tmp_path / "bb.onnx", info=info, sizes=[(640, 640), (800, 1333)]).onnx_path
+    r = build_engine(graph, tmp_path / "bb.plan", BuildOptions(max_batch=2, opt_batch=1, plugin=plugin))
+    assert r.plugin_used is (plugin == "on")
+    assert [p["min"][2:] for p in r.manifest["profiles"]] == [[640, 640], [800, 1333]]
+    with TensorRTRunner(r.plan) as eng:
+        for i, size in enumerate([(800, 1333), (640, 640), (800, 1333)]):
+            x = np.random.default_rng(i).standard_normal((2, 3, *size)).astype(np.float32)
+            got = eng.infer_outputs(x)
+            for name, want in zip(cfg.output_names(), run_onnx_cpu(graph, x, all_outputs=True)):
+                a, b = got[name].astype(np.float64).ravel(), want.astype(np.float64).ravel()
+                assert a @ b / np.sqrt((a @ a) * (b @ b)) > 0.9999, (size, name)

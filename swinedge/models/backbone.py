@@ -238,7 +238,7 @@ class SwinBackbone(WindowedTransformer):
         if tuple(x.shape[-2:]) != (h, w):
             raise SwinedgeError(
                 f"the backbone is built for {h}x{w} inputs, got {x.shape[-2]}x{x.shape[-1]}: "
-                f"export it at that size (`swinedge export ... --size {x.shape[-2]}x{x.shape[-1]}`)"
+                f"export it at that size (`swinedge export ... --input-size {x.shape[-2]}x{x.shape[-1]}`, or --sizes for several)"
             )
         if any(self.pad_hw):
             x = F.pad(x, (0, self.pad_hw[1], 0, self.pad_hw[0]))

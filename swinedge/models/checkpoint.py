@@ -323,7 +323,7 @@ def load_model(
     if not path.exists() and not any(sep in s for sep in ("/", "\\")) and path.suffix == "":
         spec = get_spec(s)
         if input_size is not None:
-            raise SwinedgeError(f"{s} is a classifier: --size is for backbones (build one with `swinedge build {s} --features`)")
+            raise SwinedgeError(f"{s} is a classifier: --input-size and --sizes are for backbones (build one with `swinedge build {s} --features`)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(NAME_INIT_SEED)
             model = model_from_config(spec.config).eval()
@@ -340,7 +340,7 @@ def load_model(
             cfg = cfg.at_size(input_size)
         model = model_from_config(replace(cfg, trunk=replace(cfg.trunk, drop_path_rate=0.0)))
     elif input_size is not None:
-        raise SwinedgeError(f"{path} is a classifier: --size is for backbones (build one with `swinedge build MODEL --features`)")
+        raise SwinedgeError(f"{path} is a classifier: --input-size and --sizes are for backbones (build one with `swinedge build MODEL --features`)")
     else:
         model = model_from_config(replace(cfg, drop_path_rate=0.0))
     load_state_dict_strict(model, raw.state_dict, str(path))
