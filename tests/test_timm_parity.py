@@ -83,3 +83,12 @@ def test_backbone_stages_equal_timm_features_only(size: tuple[int, int], tmp_pat
     assert len(got) == len(expected) == 4
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e.permute(0, 3, 1, 2), atol=1e-4, rtol=1e-4)
+    # The same weights read as one model for several sizes (what `export --sizes` traces),
+    # built at the other size: the maps are timm's too.
+    other = (800, 1344) if size == (640, 640) else (640, 640)
+    any_size, _ = load_model(tmp_path / "bb.pt", input_size=other)
+    any_size = any_size.to(device).set_any_size(True)
+    with torch.no_grad():
+        got = any_size(x)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e.permute(0, 3, 1, 2), atol=1e-4, rtol=1e-4)

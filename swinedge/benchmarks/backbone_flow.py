@@ -33,50 +33,17 @@ def _swinedge(*args: str) -> tuple[str, float]:
     return r.stdout, time.perf_counter() - start
 
 
-def run(model: str, sizes: list[str], calib_size: int, images: int, folder: Path) -> list[dict]:
-    rows = []
-    for size in sizes:
-        tag = size.replace("x", "_")
-        ckpt = folder / f"bb_{tag}.pt"
-        _, t_build = _swinedge("build", model, "--features", "--stage-norms", "--input-size", size, "--out", str(ckpt))
-        graphs = {}
-        for attention in ("native", "plugin"):
-            path = folder / f"bb_{tag}_{attention}.onnx"
-            _, t = _swinedge("export", str(ckpt), "--attention", attention, "--out", str(path))
-            graphs[f"fp32 {attention}"] = (path, t)
-        native = graphs["fp32 native"][0]
-        for precision in ("int8", "fp16"):
-            path = folder / f"bb_{tag}_{precision}.onnx"
-            _, t = _swinedge(
-                "quantize", str(native), "-p", precision, "--calib-size", str(calib_size), "--calib-batch", "1",
-                "--high-precision-dtype", "fp32" if precision == "int8" else "fp16", "--out", str(path),
-            )  # fmt: skip
-            graphs[precision] = (path, t)
-        for name, (path, seconds) in graphs.items():
-            out, t_verify = _swinedge("verify", str(ckpt), str(path), "--size", str(images), "--batch", "1", "--json")
-            report = json.loads(out)
-            for s in report["stages"]:
-                rows.append({
-                    "size": size, "graph": name, "stage": s["stage"], "shape": s["shape"],
-                    "cosine_mean": s["cosine_mean"], "cosine_min": s["cosine_min"], "rel_err_mean": s["rel_err_mean"],
-                    "passed": report["passed"], "make_seconds": round(seconds, 1), "verify_seconds": round(t_verify, 1),
-                    "images": s["images"],
-                })  # fmt: skip
-        rows.append({"size": size, "graph": "build", "seconds": round(t_build, 1)})
-    return rows
-
-
-def run_one_graph(model: str, sizes: list[str], calib_size: int, images: int, folder: Path) -> list[dict]:
-    ckpt = folder / "bb.pt"
-    _, t_build = _swinedge("build", model, "--features", "--stage-norms", "--input-size", sizes[0], "--out", str(ckpt))
+def _flow_rows(ckpt: Path, export_args: list[str], tag: str, calib_size: int, images: int, folder: Path, size: str) -> list[dict]:
+    """Export native and plugin, quantize INT8 and FP16, verify each: one row per stage
+    (and size, for graphs of several)."""
     graphs = {}
     for attention in ("native", "plugin"):
-        path = folder / f"bb_{attention}.onnx"
-        _, t = _swinedge("export", str(ckpt), "--attention", attention, "--sizes", ",".join(sizes), "--out", str(path))
+        path = folder / f"bb_{tag}_{attention}.onnx"
+        _, t = _swinedge("export", str(ckpt), "--attention", attention, *export_args, "--out", str(path))
         graphs[f"fp32 {attention}"] = (path, t)
     native = graphs["fp32 native"][0]
     for precision in ("int8", "fp16"):
-        path = folder / f"bb_{precision}.onnx"
+        path = folder / f"bb_{tag}_{precision}.onnx"
         _, t = _swinedge(
             "quantize", str(native), "-p", precision, "--calib-size", str(calib_size), "--calib-batch", "1",
             "--high-precision-dtype", "fp32" if precision == "int8" else "fp16", "--out", str(path),
@@ -88,11 +55,31 @@ def run_one_graph(model: str, sizes: list[str], calib_size: int, images: int, fo
         report = json.loads(out)
         for s in report["stages"]:
             rows.append({
-                "size": s.get("size", sizes[0]), "graph": name, "stage": s["stage"].split(" @ ")[0], "shape": s["shape"],
+                "size": s.get("size", size), "graph": name, "stage": s["stage"].split(" @ ")[0], "shape": s["shape"],
                 "cosine_mean": s["cosine_mean"], "cosine_min": s["cosine_min"], "rel_err_mean": s["rel_err_mean"],
                 "passed": report["passed"], "make_seconds": round(seconds, 1), "verify_seconds": round(t_verify, 1),
                 "images": s["images"],
             })  # fmt: skip
+    return rows
+
+
+def run(model: str, sizes: list[str], calib_size: int, images: int, folder: Path) -> list[dict]:
+    """One graph of each kind per size."""
+    rows = []
+    for size in sizes:
+        tag = size.replace("x", "_")
+        ckpt = folder / f"bb_{tag}.pt"
+        _, t_build = _swinedge("build", model, "--features", "--stage-norms", "--input-size", size, "--out", str(ckpt))
+        rows += _flow_rows(ckpt, [], tag, calib_size, images, folder, size)
+        rows.append({"size": size, "graph": "build", "seconds": round(t_build, 1)})
+    return rows
+
+
+def run_one_graph(model: str, sizes: list[str], calib_size: int, images: int, folder: Path) -> list[dict]:
+    """One graph of each kind for every size (export --sizes)."""
+    ckpt = folder / "bb.pt"
+    _, t_build = _swinedge("build", model, "--features", "--stage-norms", "--input-size", sizes[0], "--out", str(ckpt))
+    rows = _flow_rows(ckpt, ["--sizes", ",".join(sizes)], "all", calib_size, images, folder, sizes[0])
     rows.append({"size": ",".join(sizes), "graph": "build", "seconds": round(t_build, 1)})
     return rows
 
