@@ -152,8 +152,8 @@ def check_input_covered(manifest: dict[str, Any], shape: tuple[int, ...]) -> int
         lo = profiles[0]["min"]
         want = " or ".join("x".join(str(d) for d in p["min"][2:]) for p in profiles)
         got = "x".join(str(d) for d in shape[2:])
-        if manifest.get("input_sizes"):  # an any-size graph: a new profile, no new export
-            how = f"`swinedge build-engine ONNX --sizes {','.join([*manifest['input_sizes'], got])}` from its graph"
+        if manifest.get("input_sizes") and shape[1] == lo[1]:  # an any-size graph: maybe a new profile, no new export
+            how = _new_profile_hint(manifest, (int(shape[2]), int(shape[3])))
         elif manifest.get("task") == "backbone":
             how = f"`swinedge export BACKBONE --input-size {got}` (or --sizes for several), then build-engine"
         else:
@@ -165,6 +165,25 @@ def check_input_covered(manifest: dict[str, Any], shape: tuple[int, ...]) -> int
             return i
     p = profiles[same_size[0]]
     raise SwinedgeError(f"batch {shape[0]} is outside the engine's profile {p['min'][0]}..{p['max'][0]}: rebuild with --min-batch/--max-batch")
+
+
+def _new_profile_hint(manifest: dict[str, Any], size: tuple[int, int]) -> str:
+    """How to get an engine of an any-size graph that takes ``size``, or why none can."""
+    from swinedge.export import MAX_EXPORT_SIZES
+    from swinedge.models.backbone import BackboneConfig, format_size
+    from swinedge.models.checkpoint import config_from_dict
+
+    listed = list(manifest["input_sizes"])
+    try:
+        cfg = config_from_dict(manifest["config"]) if manifest.get("config") else None
+    except SwinedgeError:
+        cfg = None
+    problem = cfg.any_size_problem([size]) if isinstance(cfg, BackboneConfig) else None
+    if problem:
+        return f"no engine of this graph can: {problem}"
+    if len(listed) >= MAX_EXPORT_SIZES:
+        return f"the engine already has {len(listed)} profiles, the most build-engine makes: build a second engine with `--sizes {format_size(size)}`"
+    return f"`swinedge build-engine ONNX --sizes {','.join([*listed, format_size(size)])}` from its graph"
 
 
 def profile_sizes(info: dict[str, Any], requested: tuple[tuple[int, int], ...] | None) -> list[tuple[int, int]] | None:
@@ -194,6 +213,23 @@ def profile_sizes(info: dict[str, Any], requested: tuple[tuple[int, int], ...] |
         if problem:
             raise SwinedgeError(f"--sizes: {problem}")
     return list(requested)
+
+
+def at_first_size(info: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+    """An any-size backbone graph's manifest fields (input, outputs, size, preprocessing)
+    at ``size``, the engine's first profile, which need not be the graph's first size."""
+    from swinedge.models.checkpoint import config_from_dict
+
+    h, w = size
+    cfg = config_from_dict(info["config"]).at_size((h, w))
+    batch = info["input"]["shape"][0]
+    out = dict(info)
+    out["input"] = {**info["input"], "shape": [batch, info["input"]["shape"][1], h, w]}
+    out["outputs"] = [{"name": n, "shape": [batch, c, sh, sw]} for n, (c, sh, sw) in zip(cfg.output_names(), cfg.stage_shapes())]
+    out["input_size"] = f"{h}x{w}"
+    if isinstance(info.get("preprocess"), dict):
+        out["preprocess"] = {**info["preprocess"], "size": [h, w]}
+    return out
 
 
 def size_profiles(input_shape: list, sizes: list[tuple[int, int]] | None, opts: BuildOptions) -> list[tuple[tuple[int, ...], ...]]:
@@ -428,6 +464,8 @@ def build_engine(
         if plan is None:
             raise SwinedgeError("TensorRT failed to build the engine: rerun with --verbose for its log")
         seconds = time.perf_counter() - start
+        if sizes is not None and info.get("task") == "backbone":
+            info = at_first_size(info, sizes[0])  # the manifest describes what the engine takes
         manifest = write_artifact_with_manifest(
             "tensorrt-engine",
             out,

@@ -89,7 +89,9 @@ def export_onnx(
         raise SwinedgeError(f"--opset {opset} is outside the supported range 14..21 (17 is the default)")
     static_batch = parse_batch(batch)
     input_size = parse_size(size) if isinstance(size, str) else size
-    input_sizes = parse_sizes(sizes) if isinstance(sizes, str) else (list(sizes) if sizes is not None else None)
+    if sizes is not None and not isinstance(sizes, str):  # (height, width) pairs: the same checks as the text
+        sizes = ",".join(format_size(sz) for sz in sizes)
+    input_sizes = parse_sizes(sizes) if sizes is not None else None
     if input_sizes is not None and input_size is not None:
         raise SwinedgeError("--input-size and --sizes exclude each other: --sizes exports one graph for several sizes")
     if input_sizes is not None:

@@ -276,10 +276,11 @@ def calibration_set_for(
     from swinedge.models.backbone import parse_size
 
     sizes = [parse_size(t) for t in listed]
-    share = max(1, -(-size // len(sizes)))
+    # size // n each, the remainder to the first sizes; at least one image per size.
+    shares = [max(1, size // len(sizes) + (k < size % len(sizes))) for k in range(len(sizes))]
     streams = [
-        open_images(calib, dataclasses.replace(preprocess, height=h, width=w), size=share, seed=seed + k, labelled=False)
-        for k, (h, w) in enumerate(sizes)
+        open_images(calib, dataclasses.replace(preprocess, height=h, width=w), size=n, seed=seed + k, labelled=False)
+        for k, ((h, w), n) in enumerate(zip(sizes, shares))
     ]
     return SizedStreams(streams, sizes)
 
@@ -383,13 +384,20 @@ def quantize_onnx(
         quantized = onnx.load(str(tmp))
         onnx.checker.check_model(quantized)
         seconds = time.perf_counter() - start
+        # Batches never mix sizes: the largest is bounded by the largest size's share.
+        largest = max(len(st) for st in images.streams) if isinstance(images, SizedStreams) else len(images)
         calibration = {
             **images.describe(),
-            **({"count": min(len(images), calib_batch)} if opts.precision == "fp16" else {}),
+            **({"count": min(largest, calib_batch)} if opts.precision == "fp16" else {}),
             "method": opts.method if opts.precision != "fp16" else "autocast",
-            "batch": min(calib_batch, len(images)) if not fixed else calib_batch,
+            "batch": min(calib_batch, largest) if not fixed else calib_batch,
             "seed": opts.seed,
         }
+        if opts.precision == "fp16" and isinstance(images, SizedStreams):
+            # AutoCast reads one batch: the first size's.
+            calibration["count"] = min(len(images.streams[0]), calib_batch)
+            calibration["sizes"] = calibration["sizes"][:1]
+            calibration["sizes"][0] = {**calibration["sizes"][0], "count": calibration["count"]}
         base = info if isinstance(info, dict) else {}
         pending.fields.update(
             model=base.get("model"),

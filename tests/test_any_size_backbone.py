@@ -120,6 +120,12 @@ def test_one_graph_serves_every_size(any_size_flow: Path) -> None:
             got = run_onnx_cpu(any_size_flow / f"{name}.onnx", x.numpy(), name == "plugin", all_outputs=True)
             for a, b in zip(got, _maps_at(model, size, x)):
                 np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-4)
+    # A size whose last stage is no wider than the window is another model (timm clamps
+    # it): both graphs answer NaN from that stage on, never a plausible wrong map.
+    small = np.random.default_rng(0).standard_normal((1, 3, 100, 100)).astype(np.float32)
+    for name in ("native", "plugin"):
+        maps = run_onnx_cpu(any_size_flow / f"{name}.onnx", small, name == "plugin", all_outputs=True)
+        assert np.isfinite(maps[2]).all() and np.isnan(maps[3]).all(), name
     nodes = [n for n in onnx.load(str(any_size_flow / "plugin.onnx")).graph.node if n.domain == "swinedge"]
     assert len(nodes) == 8
     for n in nodes:
@@ -178,7 +184,8 @@ def test_bad_sizes_are_one_line_errors(any_size_flow: Path, tmp_path: Path) -> N
     refused.mkdir()
     out = str(refused / "x.onnx")
     cases = [
-        (["export", bb, "--sizes", "150x222,100x100", "--out", out], "needs a graph of its own"),
+        (["export", bb, "--sizes", "150x222,100x100", "--out", out], "input 100x100: stage 3 is no wider than the window"),
+        (["export", bb, "--sizes", "100x100,256x256", "--out", out], "input 100x100: stage 3 is no wider than the window"),
         (["export", bb, "--sizes", "150x222,150x222", "--out", out], "more than once"),
         (["export", bb, "--sizes", ",", "--out", out], "--sizes is empty"),
         (["export", bb, "--sizes", "150x222,abc", "--out", out], "is not a size"),
@@ -223,6 +230,34 @@ def test_one_profile_per_size_and_the_runner_picks_by_size() -> None:
         check_input_covered(manifest, (1, 3, 161, 133))
     with pytest.raises(SwinedgeError, match="outside the engine's profile 1..8"):
         check_input_covered(manifest, (9, 3, 192, 176))
+    with pytest.raises(SwinedgeError, match="no engine of this graph can: input 100x100: stage 3 is no wider"):
+        check_input_covered({**manifest, "config": cfg.to_dict()}, (1, 3, 100, 100))
+
+
+def test_an_engine_manifest_describes_its_first_profile_size() -> None:
+    from swinedge.engine import at_first_size
+
+    cfg = BackboneConfig(MODEL_SPECS[MICRO].config, SIZES[0])
+    info = {
+        "task": "backbone", "config": cfg.to_dict(), "input": {"name": "input", "shape": ["batch", 3, 150, 222]},
+        "input_size": "150x222", "preprocess": {"mode": "fit-pad", "size": [150, 222], "mean": [0.5] * 3},
+        "outputs": [{"name": f"stage{i}", "shape": []} for i in range(4)],
+    }  # fmt: skip
+    got = at_first_size(info, (192, 176))
+    assert got["input"]["shape"] == ["batch", 3, 192, 176] and got["input_size"] == "192x176"
+    assert got["preprocess"] == {"mode": "fit-pad", "size": [192, 176], "mean": [0.5] * 3}
+    # 192x176 / patch 4 = 48x44, then halved per merge: 24x22, 12x11, 6x6 (odd 11 padded).
+    assert [o["shape"] for o in got["outputs"]] == [["batch", 32, 48, 44], ["batch", 64, 24, 22], ["batch", 128, 12, 11], ["batch", 256, 6, 6]]
+
+
+def test_calibration_images_are_shared_out_across_the_sizes(any_size_flow: Path) -> None:
+    from swinedge.quantize import calibration_set_for
+
+    images = calibration_set_for(any_size_flow / "native.onnx", None, 5, 0)
+    assert [len(s) for s in images.streams] == [3, 2] and len(images) == 5
+    assert [s.preprocess.spec()["size"] for s in images.streams] == [[150, 222], [192, 176]]
+    first = next(images.batches(8))
+    assert first.images.shape == (3, 3, 150, 222)  # a batch never mixes sizes
 
 
 def test_runner_switches_profiles_with_the_size_stand_in_context() -> None:

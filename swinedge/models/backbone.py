@@ -147,17 +147,21 @@ class BackboneConfig:
         and shifts: timm clamps the window of a stage no larger than it, which would be
         another graph."""
         mine = self.block_signature()
-        for size in sizes:
+        for size in [self.input_size, *sizes]:
             other = self.at_size(tuple(size))
             try:
                 other.validate()
             except SwinedgeError as e:
                 return str(e)
-            if other.block_signature() != mine:
+            # Every stage wider than the window: no clamping, so every such size has the
+            # same windows and shifts (the graph checks it too, see window_attention_any_size).
+            geoms = other.stage_geometries()
+            small = [i for i, stage in enumerate(geoms) if min(stage[0].height, stage[0].width) <= self.trunk.window_size]
+            if small or other.block_signature() != mine:
                 return (
-                    f"input {format_size(size)} clamps a stage's window (a stage no larger than the window "
-                    f"{self.trunk.window_size}), so it needs a graph of its own; one graph serves sizes of at least "
-                    f"{min_backbone_side(self.trunk)} px on each side"
+                    f"input {format_size(size)}: stage {small[0] if small else '?'} is no wider than the window "
+                    f"({self.trunk.window_size}), where timm clamps the window: that size needs a graph of its own; "
+                    f"one graph serves sizes of at least {min_backbone_side(self.trunk)} px on each side"
                 )
         return None
 

@@ -186,6 +186,10 @@ def _register_python_op() -> None:
             if qkv.ndim != 4:
                 raise ValueError(f"an any-size {PLUGIN_NAME} node takes qkv [B, H, W, 3C], got {list(qkv.shape)}")
             g = replace(g, height=qkv.shape[1], width=qkv.shape[2])
+            if min(g.height, g.width) <= g.window:
+                # Another model there (timm clamps the window): NaN, as the native any-size
+                # core answers (an exception here would abort ONNX Runtime's process).
+                return np.full((*qkv.shape[:3], g.dim), np.nan, np.float32)
             qkv = qkv.reshape(qkv.shape[0], g.height * g.width, qkv.shape[-1])
         tensors = [torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in (qkv, table, pad_qkv)]
         scale = None if logit_scale is None else torch.from_numpy(np.asarray(logit_scale, np.float32))

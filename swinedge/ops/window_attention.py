@@ -225,7 +225,8 @@ def window_attention_any_size(
 
     For graphs that serve several input sizes: no size is a Python int here, so a traced
     export computes padding, window counts and window-edge patterns from the input's
-    shape, and no branch depends on the size. ``scores``: ``[P, heads, N, N]`` bias plus
+    shape, and no branch depends on the size (a traced graph run at a map no wider than
+    the window returns NaN: that size is another model). ``scores``: ``[P, heads, N, N]`` bias plus
     shift mask per window-edge pattern (:func:`swinedge.ops.attention_table.pattern_scores`;
     pattern 0 is an interior window, bias alone), added to the scaled scores.
     """
@@ -264,4 +265,11 @@ def window_attention_any_size(
     out = out.reshape(-1, padded_h, padded_w, dim)[:, :height, :width]
     if shift:
         out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))
+    if isinstance(height, torch.Tensor):
+        # In a traced graph: a map no wider than the window is another model (timm
+        # clamps its window and drops the shift), which this graph cannot compute; it
+        # answers NaN there instead of a plausible wrong map. Eager callers check sizes
+        # before (BackboneConfig.any_size_problem).
+        fits = (height > ws) & (width > ws)
+        out = torch.where(fits, out, torch.full_like(out, float("nan")))
     return out
