@@ -25,6 +25,7 @@ from swinedge.ops.window_attention import WindowGeometry, window_attention_refer
 triton = pytest.importorskip("triton")
 from swinedge.ops import triton_kernel as tk  # noqa: E402
 from swinedge.ops.aot import AotKernel, compile_in_subprocess, compile_window_attention, kernel_args  # noqa: E402
+from test_fused_kernel import _inputs  # noqa: E402 - the one-size kernel tests' inputs, the same draw
 
 needs_interpreter = pytest.mark.skipif(not tk.interpreter_active(), reason="runs where TRITON_INTERPRET=1 (no GPU)")
 
@@ -35,14 +36,6 @@ SIZES = [(14, 14), (15, 22), (21, 9), (8, 8), (7, 7), (5, 6)]
 
 def _geometry(family: WindowGeometry, height: int, width: int) -> WindowGeometry:
     return WindowGeometry(height, width, family.window, family.shift, family.num_heads, family.head_dim, family.cosine)
-
-
-def _inputs(g: WindowGeometry, batch: int, dtype=torch.float32, device="cpu", seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    qkv = torch.randn(batch, g.height * g.width, 3 * g.dim, generator=gen)
-    bias = torch.randn(g.num_heads, g.tokens_per_window, g.tokens_per_window, generator=gen)
-    pad = torch.randn(3 * g.dim, generator=gen)
-    return qkv.to(device, dtype), bias.to(device), pad.to(device, dtype)
 
 
 def _cosine_inputs(g: WindowGeometry, batch: int, dtype=torch.float32, device="cpu", seed=0):
