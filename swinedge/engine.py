@@ -346,6 +346,55 @@ def check_engine_fits(manifest: dict[str, Any], *, gpu: str, compute_capability:
         raise SwinedgeError(f"{plan} was built with TensorRT {built['version']}; this machine has {trt_version}: {rebuild}")
 
 
+FP8_MIN_CC = 89  # FP8 Q/DQ: Ada, Hopper, Blackwell
+
+
+def supported_precisions(compute_capability: int) -> tuple[str, ...]:
+    """The graph precisions TensorRT builds on a GPU of ``compute_capability`` (sm_XX as XX)."""
+    return ("fp32", "fp16", "int8") + (("fp8",) if compute_capability >= FP8_MIN_CC else ())
+
+
+def graph_precision(proto, info: dict[str, Any]) -> str | None:
+    """What a graph computes in: ``fp8`` where it holds float8 Q/DQ (whatever its manifest
+    says), else its manifest's precision (None or ``unknown`` without one)."""
+    from swinedge.runners.ort_runner import has_float8
+
+    return "fp8" if has_float8(proto) else info.get("precision")
+
+
+def check_precision_supported(precision: str | None, gpu: str, compute_capability: int) -> None:
+    """A one-line error, before any TensorRT call, when ``gpu`` cannot run ``precision``
+    (FP8 needs compute capability 8.9: not A100, RTX 30xx or Jetson Orin)."""
+    takes = supported_precisions(compute_capability)
+    if precision == "fp8" and precision not in takes:
+        raise SwinedgeError(
+            f"FP8 needs compute capability {FP8_MIN_CC // 10}.{FP8_MIN_CC % 10} or higher, and this GPU is {gpu} (sm_{compute_capability}), "
+            f"which takes {', '.join(takes)}: quantize with --precision int8 or fp16, or build on an Ada, Hopper or Blackwell GPU"
+        )
+
+
+def trt_made(obj, what: str, hint: str = "rerun with --verbose for TensorRT's log, and check the GPU and TensorRT with `swinedge doctor`"):
+    """``obj``, or a one-line error: TensorRT's factories answer None on failure, no exception."""
+    if obj is None:
+        raise SwinedgeError(f"TensorRT could not create {what}: {hint}")
+    return obj
+
+
+def add_profiles(builder, config, input_name: str, all_shapes: list) -> None:
+    """One optimization profile per (min, opt, max) of ``all_shapes``, in that order;
+    TensorRT's -1 (a profile it finds invalid) is a one-line error."""
+    for index, profile_shape in enumerate(all_shapes):
+        profile = trt_made(builder.create_optimization_profile(), "an optimization profile")
+        profile.set_shape(input_name, *profile_shape)
+        added = config.add_optimization_profile(profile)
+        if added != index:
+            shown = " / ".join("x".join(str(d) for d in s) for s in profile_shape)
+            raise SwinedgeError(
+                f"TensorRT rejected optimization profile {index} ({shown}) of input {input_name} (answered {added}): "
+                "check --min-batch/--opt-batch/--max-batch and --sizes against the graph, or rerun with --verbose for TensorRT's log"
+            )
+
+
 @dataclass
 class BuildResult:
     plan: Path
@@ -402,6 +451,7 @@ def build_engine(
     sizes = profile_sizes(info, opts.sizes)  # checked before TensorRT is needed
     trt = require_tensorrt()
     gpu, cc = gpu_identity()
+    check_precision_supported(graph_precision(proto, info), gpu, cc)  # before any TensorRT call
     version = TrtVersion.parse(trt.__version__)
     say = status or (lambda _m: None)
     if info.get("task") == "backbone" and not opts.batch_given:
@@ -435,30 +485,27 @@ def build_engine(
 
             tensorrt_plugin.set_compute_capability(cc)
         logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
-        builder = trt.Builder(logger)
+        builder = trt_made(trt.Builder(logger), "a builder")
         flags = 0
         if version.needs_strongly_typed_flag:
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         if use_plugin and hasattr(trt.NetworkDefinitionCreationFlag, "PREFER_AOT_PYTHON_PLUGINS"):
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
+        network = trt_made(builder.create_network(flags), "the network definition")
+        parser = trt_made(trt.OnnxParser(network, logger), "the ONNX parser")
         if not parser.parse_from_file(str(graph_path)):
             count = parser.num_errors
             parse_error = parser.get_error(0) if count else None
             where = f" at node {parse_error.node_name()}" if parse_error is not None and hasattr(parse_error, "node_name") else ""
             desc = parse_error.desc() if parse_error is not None else "unknown error"
             raise SwinedgeError(f"TensorRT cannot parse {onnx_path}{where}: {desc} ({count} error(s))")
-        config = builder.create_builder_config()
+        config = trt_made(builder.create_builder_config(), "the builder config")
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
         config.builder_optimization_level = opts.opt_level
         cache, cache_note = attach_timing_cache(config, opts.timing_cache)
         if cache_note:
             warnings.append(cache_note)
-        for profile_shape in all_shapes:  # one per input size; TensorRT numbers them in this order
-            profile = builder.create_optimization_profile()
-            profile.set_shape(network.get_input(0).name, *profile_shape)
-            config.add_optimization_profile(profile)
+        add_profiles(builder, config, network.get_input(0).name, all_shapes)  # one per input size, numbered in this order
         say("building (TensorRT is timing kernels; minutes for large models)")
         plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -510,7 +557,7 @@ def attach_timing_cache(config, path: Path | None) -> tuple[Any, str | None]:
             pass
     note = f"timing cache {path} does not fit this GPU or TensorRT (or is damaged): starting a fresh one" if data else None
     cache = config.create_timing_cache(b"")
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
         return None, f"TensorRT refused a fresh timing cache: building without one, {path} is left as it is"
     return cache, note
 

@@ -248,6 +248,34 @@ def error_map(
     return result
 
 
+def mark_outputs(proto, names: tuple[str, ...]):
+    """``proto`` with the tensors ``names`` appended as graph outputs (in place; returned).
+
+    Each marked output carries the element type and, where known, the shape that ONNX
+    shape inference gives its tensor: a graph output without a type fails
+    ``onnx.checker`` and TensorRT's ONNX parser alike. A tensor whose type cannot be
+    inferred is a one-line error."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    known = {vi.name: vi for vi in [*inferred.value_info, *inferred.output]}
+    present = {o.name for o in proto.graph.output}
+    for t in names:
+        if t in present:
+            continue
+        vi = known.get(t)
+        if vi is None or not vi.type.tensor_type.elem_type:
+            raise SwinedgeError(
+                f"cannot make {t} an output of the TensorRT engine: ONNX shape inference gives no type for it; "
+                "use --runtime onnxruntime, or give a graph made from swinedge's export"
+            )
+        out = onnx.ValueInfoProto()
+        out.CopyFrom(vi)
+        proto.graph.output.append(out)
+        present.add(t)
+    return proto
+
+
 def _marked_engine(candidate: str | Path, proto, names: tuple[str, ...], scratch: Path, batch: int):
     """A TensorRT runner of ``candidate`` built with ``names`` as extra network outputs."""
     import onnx
@@ -256,8 +284,7 @@ def _marked_engine(candidate: str | Path, proto, names: tuple[str, ...], scratch
     from swinedge.manifest import artifact_with_manifest, read_manifest
     from swinedge.runners.trt_runner import TensorRTRunner
 
-    present = {o.name for o in proto.graph.output}
-    proto.graph.output.extend(onnx.ValueInfoProto(name=t) for t in names if t not in present)
+    mark_outputs(proto, names)
     fields = {k: v for k, v in (read_manifest(candidate) or {}).items() if k not in ("format", "kind", "file", "sha256", "created", "versions")}
     marked = scratch / "marked.onnx"
     with artifact_with_manifest("onnx", marked) as pending:

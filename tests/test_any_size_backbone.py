@@ -260,28 +260,37 @@ def test_calibration_images_are_shared_out_across_the_sizes(any_size_flow: Path)
     assert first.images.shape == (3, 3, 150, 222)  # a batch never mixes sizes
 
 
-def test_runner_switches_profiles_with_the_size_stand_in_context() -> None:
-    """swinedge's own profile switching in TensorRTRunner, on a recording stand-in for
-    TensorRT's execution context (not TensorRT): a size change selects its profile and
-    sets the input shape again; a repeated shape sets nothing."""
+def test_runner_switches_profiles_with_the_size_stand_in_context(tmp_path: Path, monkeypatch) -> None:
+    """swinedge's own profile switching in TensorRTRunner, on recording stand-ins of ours
+    for TensorRT's engine and execution context and torch's CUDA (tests/fake_tensorrt.py,
+    not TensorRT): a size change selects its profile and sets the input shape again; a
+    repeated shape sets nothing, through infer and infer_tensors alike."""
+    from fake_tensorrt import FakeContext, FakeEngine, FakeStream, FakeTensorRT, fake_cuda, use_fake_runtime, write_plan
     from swinedge.runners.trt_runner import TensorRTRunner
 
-    calls: list[tuple] = []
-
-    class Context:
-        def set_optimization_profile_async(self, index: int, stream: int) -> bool:
-            calls.append(("profile", index))
-            return True
-
-    class Stream:
-        cuda_stream = 0
-
+    context = FakeContext()
     r = TensorRTRunner("x.plan")
-    r.context, r.stream = Context(), Stream()
+    r.context, r.stream = context, FakeStream()
     r._shape = (1, 3, 150, 222)
     r._select_profile(0)
-    assert calls == [] and r._shape == (1, 3, 150, 222)
+    assert context.calls == [] and r._shape == (1, 3, 150, 222)
     r._select_profile(1)
-    assert calls == [("profile", 1)] and r._shape is None  # the next infer sets the shape
+    assert context.calls == [("profile", 1)] and r._shape is None  # the next infer sets the shape
     r._select_profile(1)
-    assert calls == [("profile", 1)]
+    assert context.calls == [("profile", 1)]
+
+    allocated = fake_cuda(monkeypatch)
+    shapes = [((1, 3, h, w), (2, 3, h, w), (8, 3, h, w)) for h, w in SIZES]
+    profiles = [{"min": list(a), "opt": list(b), "max": list(c)} for a, b, c in shapes]
+    plan = write_plan(tmp_path / "b.plan", task="backbone", profile=profiles[0], profiles=profiles, input_sizes=["150x222", "192x176"])
+    outputs = {f"stage{i}": (lambda s, i=i: (s[0], 32 << i, s[2] // (4 << i), s[3] // (4 << i))) for i in range(4)}
+    context = FakeContext(outputs, memory=allocated)
+    use_fake_runtime(monkeypatch, FakeTensorRT(engine=FakeEngine(outputs, context=context)))
+    r = TensorRTRunner(plan).load()
+    a, b = (np.zeros((2, 3, h, w), np.float32) for h, w in SIZES)
+    for x, call in ((a, r.infer_tensors), (a, r.infer), (b, r.infer_tensors), (b, r.infer_tensors), (a, r.infer), (b, r.infer)):
+        call(x)
+    assert [c[:2] if c[0] == "profile" else c[2] for c in context.calls if c[0] in ("profile", "set_input_shape")] == [
+        a.shape, ("profile", 1), b.shape, ("profile", 0), a.shape, ("profile", 1), b.shape
+    ]
+    assert len(allocated) == 8  # four stages per size, each allocated once

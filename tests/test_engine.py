@@ -305,3 +305,211 @@ def test_runner_module_does_not_import_the_plugin() -> None:
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
     }
     assert not any(name and name.startswith("swinedge.plugin") for name in imported)
+
+
+# -- swinedge's handling of TensorRT's answers, on recording fakes of ours (tests/fake_tensorrt.py) --
+@pytest.fixture(scope="module")
+def fp8_file(onnx_file: Path) -> Path:
+    from swinedge.quantize import QuantizeOptions, quantize_onnx
+
+    opts = QuantizeOptions(precision="fp8", calib_size=8, high_precision_dtype="fp32", method="max")
+    return quantize_onnx(onnx_file, onnx_file.parent / "m.fp8.onnx", opts).onnx_path
+
+
+def test_precisions_each_gpu_takes() -> None:
+    from swinedge.engine import check_precision_supported, supported_precisions
+
+    assert supported_precisions(80) == supported_precisions(87) == ("fp32", "fp16", "int8")
+    assert supported_precisions(89) == supported_precisions(90) == ("fp32", "fp16", "int8", "fp8")
+    for cc, gpu in ((80, "NVIDIA A100-SXM4-80GB"), (86, "NVIDIA GeForce RTX 3090"), (87, "Orin")):
+        with pytest.raises(SwinedgeError) as e:
+            check_precision_supported("fp8", gpu, cc)
+        msg = str(e.value)
+        assert "\n" not in msg and f"{gpu} (sm_{cc})" in msg and "takes fp32, fp16, int8" in msg and "8.9" in msg
+    for precision in ("fp32", "fp16", "int8", "unknown", None):
+        check_precision_supported(precision, "Orin", 87)
+    check_precision_supported("fp8", "NVIDIA L4", 89)
+    check_precision_supported("fp8", "NVIDIA H100 80GB HBM3", 90)
+
+
+def test_fp8_graph_on_sm80_is_refused_before_any_tensorrt_call(fp8_file: Path, onnx_file: Path, tmp_path: Path, monkeypatch) -> None:
+    """build_engine on a real FP8 (Q/DQ) graph, an A100 and a fake TensorRT of ours that
+    fails the test on any call: the precision check comes first, and nothing is written."""
+    from fake_tensorrt import FakeTensorRT, use_fake_builder
+    from swinedge.engine import build_engine
+
+    use_fake_builder(monkeypatch, FakeTensorRT(forbid=True), gpu=("NVIDIA A100-SXM4-80GB", 80))
+    with pytest.raises(SwinedgeError) as e:
+        build_engine(fp8_file, tmp_path / "e.plan", BuildOptions(plugin="off"))
+    msg = str(e.value)
+    assert "\n" not in msg and "FP8" in msg and "NVIDIA A100-SXM4-80GB (sm_80)" in msg and "fp32, fp16, int8" in msg
+    assert not (tmp_path / "e.plan").exists()
+    # The same graph on an L4 (sm_89), and an FP32 graph on the A100, reach the builder.
+    for graph, gpu in ((fp8_file, ("NVIDIA L4", 89)), (onnx_file, ("NVIDIA A100-SXM4-80GB", 80))):
+        trt = FakeTensorRT(fail={"build_serialized_network"})
+        use_fake_builder(monkeypatch, trt, gpu=gpu)
+        with pytest.raises(SwinedgeError, match="TensorRT failed to build the engine"):
+            build_engine(graph, tmp_path / "e.plan", BuildOptions(plugin="off"))
+        assert "Builder" in trt.names()
+
+
+def test_runner_names_the_precision_an_fp8_plan_needs(tmp_path: Path, monkeypatch) -> None:
+    """An FP8 plan on an sm_86 GPU: the error says FP8 needs 8.9, not "rebuild it here"."""
+    from fake_tensorrt import FakeTensorRT, use_fake_runtime, write_plan
+    from swinedge.runners.trt_runner import TensorRTRunner
+
+    plan = write_plan(tmp_path / "m.plan", precision="fp8",
+                      tensorrt={"version": "11.4.0", "gpu": "NVIDIA L4", "compute_capability": 89})  # fmt: skip
+    use_fake_runtime(monkeypatch, FakeTensorRT(forbid=True), gpu=("NVIDIA RTX A6000", 86))
+    with pytest.raises(SwinedgeError, match=r"FP8 .*NVIDIA RTX A6000 \(sm_86\).*takes fp32, fp16, int8"):
+        TensorRTRunner(plan).load()
+
+
+def test_context_that_cannot_be_created_names_memory_and_max_batch(tmp_path: Path, monkeypatch) -> None:
+    """create_execution_context() answers None when the context's activation memory cannot
+    be allocated: load() says so at once (not the first infer), with the memory and the
+    profile's max batch. The engine is a fake of ours."""
+    from fake_tensorrt import FakeEngine, FakeTensorRT, fake_cuda, use_fake_runtime, write_plan
+    from swinedge.runners.trt_runner import TensorRTRunner
+
+    fake_cuda(monkeypatch)
+    profile = {"min": [1, 3, 64, 64], "opt": [32, 3, 64, 64], "max": [256, 3, 64, 64]}
+    plan = write_plan(tmp_path / "m.plan", profile=profile)
+    engine = FakeEngine({"logits": lambda s: (s[0], 10)}, context=None, device_memory=int(6.5 * (1 << 30)))
+    use_fake_runtime(monkeypatch, FakeTensorRT(engine=engine))
+    with pytest.raises(SwinedgeError) as e:
+        TensorRTRunner(plan).load()
+    msg = str(e.value)
+    assert "\n" not in msg and "6.5 GiB" in msg and "device memory" in msg and "max batch 256" in msg and "smaller --max-batch" in msg
+    # Several profiles (an engine of several sizes): the largest max batch; memory in MiB.
+    profiles = [profile, {"min": [1, 3, 96, 96], "opt": [2, 3, 96, 96], "max": [8, 3, 96, 96]}]
+    plan = write_plan(tmp_path / "n.plan", profile=profile, profiles=profiles, input_sizes=["64x64", "96x96"])
+    engine.device_memory_size_v2 = 300 << 20
+    with pytest.raises(SwinedgeError, match=r"300 MiB of device memory .*max batch 256"):
+        TensorRTRunner(plan).load()
+
+
+def _loaded(tmp_path: Path, monkeypatch, context, **manifest) -> tuple:
+    from fake_tensorrt import FakeEngine, FakeTensorRT, use_fake_runtime, write_plan
+    from swinedge.runners.trt_runner import TensorRTRunner
+
+    outputs = context.output_shapes
+    manifest.setdefault("profile", {"min": [1, 3, 64, 64], "opt": [4, 3, 64, 64], "max": [8, 3, 64, 64]})
+    plan = write_plan(tmp_path / "m.plan", **manifest)
+    use_fake_runtime(monkeypatch, FakeTensorRT(engine=FakeEngine(outputs, context=context)))
+    return TensorRTRunner(plan).load()
+
+
+def test_infer_tensors_sets_a_shape_only_when_it_changes_and_reuses_outputs(tmp_path: Path, monkeypatch) -> None:
+    """infer_tensors (every backbone engine, the error map) like infer: one set_input_shape
+    per shape change and one output buffer per shape and output, whichever of the two is
+    called (NVIDIA/TensorRT#4849). Context and CUDA are recording fakes of ours."""
+    import numpy as np
+
+    from fake_tensorrt import FakeContext, fake_cuda
+
+    allocated = fake_cuda(monkeypatch)
+    outputs = {"logits": lambda s: (s[0], 10), "stage0": lambda s: (s[0], 16, 16, 32)}
+    context = FakeContext(outputs, memory=allocated)
+    r = _loaded(tmp_path, monkeypatch, context)
+    a, b = np.zeros((2, 3, 64, 64), np.float32), np.zeros((4, 3, 64, 64), np.float32)
+    for run in range(1, 4):
+        got = r.infer_tensors(a)
+        assert sorted(got) == ["logits", "stage0"] and got["stage0"].shape == (2, 16, 16, 32)
+        assert float(got["logits"][0, 0]) == run  # the buffers this run was bound to
+    assert context.count("set_input_shape") == 1 and len(allocated) == 2
+    assert float(r.infer(a)[0, 0]) == 4  # infer after infer_tensors: same shape, same buffers
+    assert context.count("set_input_shape") == 1 and len(allocated) == 2
+    r.infer_tensors(b)
+    r.infer(b)
+    assert context.count("set_input_shape") == 2 and len(allocated) == 4
+    r.infer_tensors(a)  # back to the first shape: its shape is set again, its buffers kept
+    r.infer(a)
+    assert context.count("set_input_shape") == 3 and len(allocated) == 4
+    assert [c[2] for c in context.calls if c[0] == "set_input_shape"] == [(2, 3, 64, 64), (4, 3, 64, 64), (2, 3, 64, 64)]
+
+
+def test_runner_stand_in_context_refusing_a_shape_or_an_address(tmp_path: Path, monkeypatch) -> None:
+    """set_input_shape -> False (outside the active profile) and set_tensor_address -> False
+    are one-line errors, in infer and infer_tensors alike (fakes of ours)."""
+    import numpy as np
+
+    from fake_tensorrt import FakeContext, fake_cuda
+
+    fake_cuda(monkeypatch)
+    outputs = {"logits": lambda s: (s[0], 10)}
+    x = np.zeros((2, 3, 64, 64), np.float32)
+    r = _loaded(tmp_path, monkeypatch, FakeContext(outputs, accepts=lambda shape: False))
+    for call in (r.infer, r.infer_tensors):
+        with pytest.raises(SwinedgeError) as e:
+            call(x)
+        msg = str(e.value)
+        assert "\n" not in msg and "refused input shape [2, 3, 64, 64]" in msg and "rebuild" in msg
+    for bad in ("input", "logits"):
+        r = _loaded(tmp_path, monkeypatch, FakeContext(outputs, bad_addresses=(bad,)))
+        for call in (r.infer, r.infer_tensors):
+            with pytest.raises(SwinedgeError, match=f"TensorRT refused the address of tensor {bad}"):
+                call(x)
+
+
+@pytest.mark.parametrize(
+    "fail,fragment",
+    [
+        ("create_network", "could not create the network definition"),
+        ("OnnxParser", "could not create the ONNX parser"),
+        ("create_builder_config", "could not create the builder config"),
+        ("create_optimization_profile", "could not create an optimization profile"),
+        ("add_optimization_profile", "rejected optimization profile 0 (1x3x64x64 / 32x3x64x64 / 64x3x64x64) of input input"),
+    ],
+)
+def test_build_failures_tensorrt_answers_are_one_line_errors(onnx_file: Path, tmp_path: Path, monkeypatch, fail: str, fragment: str) -> None:
+    from fake_tensorrt import FakeTensorRT, use_fake_builder
+    from swinedge.engine import build_engine
+
+    trt = FakeTensorRT(fail={fail})
+    use_fake_builder(monkeypatch, trt)
+    with pytest.raises(SwinedgeError) as e:
+        build_engine(onnx_file, tmp_path / "e.plan", BuildOptions(plugin="off"))
+    msg = str(e.value)
+    assert "\n" not in msg and fragment in msg, msg
+    assert "build_serialized_network" not in trt.names() and not (tmp_path / "e.plan").exists()
+
+
+@pytest.mark.parametrize("fail", ["create_network", "OnnxParser", "create_builder_config", "create_optimization_profile", "add_optimization_profile"])
+def test_attention_benchmark_build_checks_tensorrt_answers(tmp_path: Path, monkeypatch, fail: str) -> None:
+    import onnx
+
+    from fake_tensorrt import FakeTensorRT
+    from swinedge.benchmarks.gpu_attention import build_attention_engine
+
+    graph = tmp_path / "attn.onnx"  # what the fake parser reads: any ONNX file
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), str(graph))
+    trt = FakeTensorRT(fail={fail})
+    monkeypatch.setattr("swinedge.engine.require_tensorrt", lambda: trt)
+    with pytest.raises(SwinedgeError) as e:
+        build_attention_engine(graph, (1, 64, 96))
+    assert "\n" not in str(e.value) and "TensorRT" in str(e.value)
+    assert "build_serialized_network" not in trt.names()
+
+
+@pytest.mark.parametrize("context", ["none", "shape", "address"])
+def test_attention_benchmark_run_checks_tensorrt_answers(tmp_path: Path, monkeypatch, context: str) -> None:
+    from fake_tensorrt import FakeContext, FakeEngine, FakeTensorRT, fake_cuda
+    from swinedge.benchmarks import gpu_attention as bench
+    from swinedge.ops.window_attention import WindowGeometry
+
+    fake_cuda(monkeypatch)
+    g = WindowGeometry(height=8, width=8, window=4, shift=0, num_heads=2, head_dim=16)
+    outputs = {bench.ATTENTION_OUTPUT: lambda s: (s[0], 64, 32)}
+    ctx = None if context == "none" else FakeContext(
+        outputs, accepts=lambda s: context != "shape", bad_addresses=(bench.ATTENTION_INPUT,) if context == "address" else ())  # fmt: skip
+    trt = FakeTensorRT(engine=FakeEngine(outputs, context=ctx, input_name=bench.ATTENTION_INPUT))
+    monkeypatch.setattr("swinedge.engine.require_tensorrt", lambda: trt)
+    monkeypatch.setattr(bench, "build_attention_engine", lambda *a, **k: b"FAKE PLAN")
+    monkeypatch.setattr(bench, "write_attention_onnx", lambda *a, **k: tmp_path / "attn.onnx")
+    qkv = torch.zeros(1, 64, 96)
+    with pytest.raises(SwinedgeError) as e:
+        bench._trt_ms(g, qkv, None, None, 1, tmp_path)
+    msg = str(e.value)
+    fragment = {"none": "could not create an execution context", "shape": "refused input shape", "address": "refused the address"}[context]
+    assert "\n" not in msg and fragment in msg, msg

@@ -121,3 +121,42 @@ def test_error_map_on_tensorrt(graphs: dict) -> None:
     assert not fp32.absent and max(p.rel_err for p in fp32.points) < 1e-2
     int8 = error_map(graphs[V1], graphs["int8"], size=8, runtime="tensorrt")
     assert not int8.absent and 0 < [p for p in int8.points if p.point.kind == "block"][-1].rel_err < 0.5
+
+
+@pytest.mark.parametrize("candidate", [V1, "int8", "fp16", "fp8"])
+def test_tensorrt_map_hands_the_builder_typed_outputs(graphs: dict, candidate: str, monkeypatch) -> None:
+    """`inspect --runtime tensorrt` up to the first call TensorRT itself would answer:
+    the graph build_engine hands the parser (after plugin substitution) passes
+    onnx.checker, and each point is a graph output with the element type and shape ONNX
+    shape inference gives its tensor in the candidate. TensorRT is a recording fake of
+    ours (tests/fake_tensorrt.py), not NVIDIA's; its build fails, so the map stops there."""
+    import onnx
+
+    from fake_tensorrt import FakeTensorRT, use_fake_builder
+    from swinedge.errors import SwinedgeError
+    from swinedge.ops.onnx_plugin import plugin_nodes
+
+    trt = FakeTensorRT(fail={"build_serialized_network"})
+    use_fake_builder(monkeypatch, trt)
+    with pytest.raises(SwinedgeError, match="TensorRT failed to build the engine"):
+        error_map(graphs[V1], graphs[candidate], size=2, runtime="tensorrt")
+    (parsed,) = trt.parsed
+    onnx.checker.check_model(parsed)
+    assert len(plugin_nodes(parsed)) == 8  # the micro model's blocks: substituted, outputs kept
+    inferred = onnx.shape_inference.infer_shapes(load_onnx(graphs[candidate])).graph
+    types = {vi.name: vi.type for vi in [*inferred.value_info, *inferred.output]}
+    outputs = {o.name: o.type for o in parsed.graph.output}
+    points = map_points(load_onnx(graphs[V1]))
+    for p in points:
+        assert outputs[p.tensor] == types[p.tensor], p.name
+        assert outputs[p.tensor].tensor_type.elem_type and len(outputs[p.tensor].tensor_type.shape.dim) >= 3
+    assert len(outputs) == len(points) + 1  # the logits stay first
+
+
+def test_a_tensor_without_an_inferred_type_is_not_marked(graphs: dict) -> None:
+    from swinedge.error_map import mark_outputs
+    from swinedge.errors import SwinedgeError
+
+    proto = load_onnx(graphs[V1])
+    with pytest.raises(SwinedgeError, match="cannot make no/such/tensor an output of the TensorRT engine: ONNX shape inference gives no type"):
+        mark_outputs(proto, ("no/such/tensor",))

@@ -226,25 +226,23 @@ def build_attention_engine(graph: Path, input_shape: tuple[int, ...], timing_cac
     one static profile at ``input_shape``. Not ``build_engine`` itself: that takes image
     classifiers only. The TensorRT names used here are the ones ``swinedge.engine`` and
     the TensorRT runner use, which ``tests/test_trt_contract.py`` checks in every version."""
-    from swinedge.engine import TrtVersion, attach_timing_cache, require_tensorrt, save_timing_cache
+    from swinedge.engine import TrtVersion, add_profiles, attach_timing_cache, require_tensorrt, save_timing_cache, trt_made
 
     trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    builder = trt_made(trt.Builder(logger), "a builder")
     flags = 0
     if TrtVersion.parse(trt.__version__).needs_strongly_typed_flag:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+    network = trt_made(builder.create_network(flags), "the network definition")
+    parser = trt_made(trt.OnnxParser(network, logger), "the ONNX parser")
     if not parser.parse_from_file(str(graph)):
         parse_error = parser.get_error(0) if parser.num_errors else None
         raise SwinedgeError(f"TensorRT cannot parse {graph.name}: {parse_error.desc() if parse_error is not None else 'unknown error'}")
-    config = builder.create_builder_config()
+    config = trt_made(builder.create_builder_config(), "the builder config")
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 4 << 30)
     cache, _ = attach_timing_cache(config, timing_cache)  # shared by every build of the run
-    profile = builder.create_optimization_profile()
-    profile.set_shape(ATTENTION_INPUT, input_shape, input_shape, input_shape)
-    config.add_optimization_profile(profile)
+    add_profiles(builder, config, ATTENTION_INPUT, [(input_shape, input_shape, input_shape)])
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise SwinedgeError(f"TensorRT failed to build {graph.name} for input {list(input_shape)}")
@@ -268,11 +266,15 @@ def _trt_ms(g: WindowGeometry, qkv, bias, pad, iters: int, workdir: Path) -> flo
     if engine is None:
         raise SwinedgeError(f"TensorRT could not deserialize the plan it built for {stem}")
     context = engine.create_execution_context()
+    if context is None:
+        raise SwinedgeError(f"TensorRT could not create an execution context for {stem} at batch {batch} (GPU memory): use smaller --batches")
     out = torch.empty(batch, g.height * g.width, g.dim, device="cuda", dtype=qkv.dtype)
-    context.set_input_shape(ATTENTION_INPUT, tuple(qkv.shape))
+    if not context.set_input_shape(ATTENTION_INPUT, tuple(qkv.shape)):
+        raise SwinedgeError(f"TensorRT refused input shape {list(qkv.shape)} for {stem}, the one shape its engine was built for: report this line as a swinedge bug")
     # torch's allocations meet setTensorAddress's 256-byte alignment.
-    context.set_tensor_address(ATTENTION_INPUT, qkv.data_ptr())
-    context.set_tensor_address(ATTENTION_OUTPUT, out.data_ptr())
+    for name, tensor in ((ATTENTION_INPUT, qkv), (ATTENTION_OUTPUT, out)):
+        if not context.set_tensor_address(name, tensor.data_ptr()):
+            raise SwinedgeError(f"TensorRT refused the address of tensor {name} for {stem} (CUDA memory, 256-byte aligned, is expected): report this line as a swinedge bug")
     stream = torch.cuda.Stream()  # not the legacy default stream, on which TensorRT adds synchronizations
 
     def launch() -> None:

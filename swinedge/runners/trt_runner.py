@@ -17,12 +17,21 @@ batch's size (:func:`swinedge.engine.check_input_covered`) before setting its sh
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from swinedge.engine import check_engine_fits, check_input_covered, gpu_identity, require_tensorrt
+from swinedge.engine import (
+    check_engine_fits,
+    check_input_covered,
+    check_precision_supported,
+    engine_profiles,
+    gpu_identity,
+    require_tensorrt,
+    trt_made,
+)
 from swinedge.errors import SwinedgeError
 from swinedge.io import require_file
 from swinedge.manifest import read_manifest
@@ -42,21 +51,24 @@ class TensorRTRunner(Runner):
         self.stream = None
         self._shape: tuple[int, ...] | None = None
         self._profile = 0  # TensorRT's context starts on profile 0
-        self._outputs: dict[tuple[int, ...], Any] = {}
+        self._outputs: dict[tuple[tuple[int, ...], str], Any] = {}  # (input shape, output name) -> buffer
 
     def load(self) -> "TensorRTRunner":
         require_file(self.plan, "engine")
         self.manifest = read_manifest(self.plan, required=True, kind="tensorrt-engine") or {}  # checks the plan's hash
         trt = require_tensorrt()
         gpu, cc = gpu_identity()
+        check_precision_supported(self.manifest.get("precision"), gpu, cc)  # before "rebuild it here", which cannot help
         check_engine_fits(self.manifest, gpu=gpu, compute_capability=cc, trt_version=trt.__version__, plan=str(self.plan))
         import torch
 
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        runtime = trt_made(trt.Runtime(trt.Logger(trt.Logger.WARNING)), "a runtime")
         self.engine = runtime.deserialize_cuda_engine(self.plan.read_bytes())
         if self.engine is None:
             raise SwinedgeError(f"TensorRT could not deserialize {self.plan}: rebuild it with swinedge build-engine")
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # its activation memory could not be allocated (NVIDIA/TensorRT#3017, #3554)
+            raise SwinedgeError(self._no_context_message())
         self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
@@ -76,6 +88,24 @@ class TensorRTRunner(Runner):
         return (profile["min"][0], profile["max"][0]) if profile else None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._bound(batch) as outs:
+            result = outs[self.output_name].float().cpu()
+        self.stream.synchronize()
+        return result.numpy()
+
+    def infer_tensors(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the plan (a plan built from a graph with intermediate tensors
+        marked as outputs: :func:`swinedge.error_map.error_map` on TensorRT), float32."""
+        with self._bound(batch) as outs:
+            result = {name: t.float().cpu() for name, t in outs.items()}
+        self.stream.synchronize()
+        return {name: t.numpy() for name, t in result.items()}
+
+    @contextmanager
+    def _bound(self, batch: np.ndarray):
+        """Run ``batch`` on the runner's stream; yields the output buffers (name -> tensor),
+        to be read inside the block. The profile and the input shape are set only when they
+        change, and output buffers are kept per input shape and output (see module)."""
         import torch
 
         assert self.context is not None, "call load() first"
@@ -85,42 +115,36 @@ class TensorRTRunner(Runner):
             shape = tuple(x.shape)
             self._select_profile(profile)
             if shape != self._shape:
-                self.context.set_input_shape(self.input_name, shape)
+                if not self.context.set_input_shape(self.input_name, shape):
+                    raise SwinedgeError(
+                        f"TensorRT refused input shape {list(shape)}: it is outside optimization profile {self._profile} of {self.plan} "
+                        "(the plan does not match its manifest): rebuild the engine with swinedge build-engine"
+                    )
                 self._shape = shape
-            y = self._outputs.get(shape)
-            if y is None:
-                out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-                y = self._outputs[shape] = torch.empty(out_shape, device="cuda", dtype=self._out_dtype)
-            self.context.set_tensor_address(self.input_name, x.data_ptr())
-            self.context.set_tensor_address(self.output_name, y.data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise SwinedgeError("TensorRT execution failed")
-            result = y.float().cpu()
-        self.stream.synchronize()
-        return result.numpy()
-
-    def infer_tensors(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output of the plan (a plan built from a graph with intermediate tensors
-        marked as outputs: :func:`swinedge.error_map.error_map` on TensorRT), float32."""
-        import torch
-
-        assert self.context is not None, "call load() first"
-        profile = check_input_covered(self.manifest, tuple(batch.shape))
-        with torch.cuda.stream(self.stream):
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to("cuda").to(self._in_dtype)
-            self._select_profile(profile)
-            self.context.set_input_shape(self.input_name, tuple(x.shape))
-            self._shape = None  # the next infer sets its shape again
-            self.context.set_tensor_address(self.input_name, x.data_ptr())
             outs = {}
             for name in self.output_names:
-                outs[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), device="cuda", dtype=self._dtypes[name])
-                self.context.set_tensor_address(name, outs[name].data_ptr())
+                y = self._outputs.get((shape, name))
+                if y is None:
+                    out_shape = tuple(self.context.get_tensor_shape(name))
+                    y = self._outputs[(shape, name)] = torch.empty(out_shape, device="cuda", dtype=self._dtypes[name])
+                outs[name] = y
+            for name, t in ((self.input_name, x), *outs.items()):
+                if not self.context.set_tensor_address(name, t.data_ptr()):
+                    raise SwinedgeError(f"TensorRT refused the address of tensor {name} of {self.plan}: report this line as a swinedge bug")
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise SwinedgeError("TensorRT execution failed")
-            result = {name: t.float().cpu() for name, t in outs.items()}
-        self.stream.synchronize()
-        return {name: t.numpy() for name, t in result.items()}
+            yield outs
+
+    def _no_context_message(self) -> str:
+        """Why ``create_execution_context`` answered None, and what to do."""
+        size = self.device_memory_bytes
+        memory = f"its {_format_bytes(size)} of device memory" if size else "its device memory"
+        batches = [p["max"][0] for p in engine_profiles(self.manifest) if p.get("max")]
+        batch = f" at the profile's max batch {max(batches)}" if batches else ""
+        return (
+            f"TensorRT could not create an execution context for {self.plan}: {memory} for activations{batch} could not be "
+            "allocated on the GPU; rebuild it with a smaller --max-batch, or free GPU memory (other processes, Jetson's shared memory)"
+        )
 
     def _select_profile(self, index: int) -> None:
         """Switch the context to optimization profile ``index`` (an engine of several
@@ -162,3 +186,10 @@ class TensorRTRunner(Runner):
         self._outputs.clear()
         self._shape = None
         self._profile = 0
+
+
+def _format_bytes(size: int) -> str:
+    """Device memory in MiB below 1 GiB, else in GiB."""
+    if size < 1 << 30:
+        return f"{size / (1 << 20):.0f} MiB"
+    return f"{size / (1 << 30):.1f} GiB"
