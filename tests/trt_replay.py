@@ -1,35 +1,42 @@
-"""Replay what TensorRT's ONNX parser and builder ask of swinedge's plugin, on NVIDIA's
-real ``tensorrt.plugin`` package of one TensorRT version (over :mod:`trt_standin`).
+"""Replay what TensorRT's ONNX parser and builder ask of swinedge's plugin, through the C++
+interface, on NVIDIA's real compiled bindings of one TensorRT version.
 
 Run in a fresh process (one TensorRT version per process; Triton compiles for real)::
 
     python tests/trt_replay.py 11.4.0.106 --graph swin_t.fp16.plugin.onnx --cc 87 --cc 90
 
-and it prints one JSON object. The calls and their order follow onnx-tensorrt's
-``FallbackPluginImporter``/``loadFields``/``createPlugin`` and the C++ -> Python
-trampolines of TensorRT's ``pyPlugin.cpp``:
+and it prints one JSON object. NVIDIA's ``tensorrt.so`` is imported over our libnvinfer
+(:mod:`trt_bindings`), swinedge's plugin module registers its creators through NVIDIA's
+``tensorrt.plugin`` into our registry, and our C++ then calls the plugin's virtual
+functions in the order onnx-tensorrt's ``FallbackPluginImporter`` / ``loadFields`` /
+``createPlugin`` and the builder use them:
 
-parser:  registry.get_creator(op_type, plugin_version or "1", plugin_namespace)
-         fields in the creator's ``field_names`` order from the node's attributes
-         (INT -> one int32 element, kINT32; attributes that are not fields are skipped)
-         create_plugin(op_type, namespace, fields, TensorRTPhase.BUILD, PREFER_AOT)
-         get_capability_interface, get_num_outputs, get_output_data_types,
-         get_output_shapes, get_aliased_input
-builder: clone, get_supported_format_combinations (twice), configure_plugin,
-         get_valid_tactics, get_timing_cache_id, set_tactic, get_launch_params
-         (calls swinedge's aot_impl: compiles the real Triton kernel), get_kernel
+parser:  registry getCreator(op_type, plugin_version or "1", plugin_namespace);
+         fields in the creator's getFieldNames order from the node's attributes
+         (INT -> one int32 element, kINT32; attributes that are not fields are skipped);
+         createPlugin(name, namespace, fields, kBUILD, kPREFER_AOT);
+         getCapabilityInterface(kCORE / kBUILD), getNbOutputs, getOutputDataTypes,
+         getOutputShapes (our expression builder; batch, height, width symbolic),
+         getAliasedInput
+builder: clone, getNbSupportedFormatCombinations + getSupportedFormatCombinations,
+         configurePlugin, getNbTactics + getValidTactics, getTimingCacheID, setTactic,
+         getLaunchParams (calls swinedge's aot_impl: compiles the real Triton kernel),
+         getKernel (the name read at the return and again after 28 small allocations)
 
-It proves NVIDIA's Python side of the plugin contract only. libnvinfer's side (parsing
-itself, loading the PTX, launching it, format negotiation, numerics) is not here.
+Every answer comes from NVIDIA's compiled trampolines and NVIDIA's ``tensorrt.plugin``.
+Not here: parsing itself, loading the PTX, launching it, numerics (libnvinfer's).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import re
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -44,6 +51,28 @@ PROFILE = (1, 32, 64)
 SYMBOLS = ("batch", "height", "width", "d3")
 # Feature-map sizes an any-size node is evaluated at (padded, exact, and rectangular).
 MAP_SIZES = ((38, 56), (48, 44), (7, 9))
+SLOTS = ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z", "shared_mem")
+
+
+class CallFailed(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def captured_stderr(log: list[str]):
+    """What NVIDIA's trampolines print (to file descriptor 2) while a call runs."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            log.append(tmp.read().decode(errors="replace"))
 
 
 def _onnx_to_trt(trt, elem_type: int):
@@ -53,115 +82,117 @@ def _onnx_to_trt(trt, elem_type: int):
     return {T.FLOAT: trt.float32, T.FLOAT16: trt.float16, T.BFLOAT16: trt.bfloat16, T.INT8: trt.int8, T.INT32: trt.int32}[elem_type]
 
 
-def _fields(trt, creator, node) -> tuple[list, list[str]]:
+def node_fields(trt, declared: list[tuple[str, int]], node) -> tuple[list[tuple[str, bytes, int, int]], list[str]]:
     """onnx-tensorrt's loadFields: the creator's field order, types from the ONNX attribute."""
     import onnx
 
     attrs = {a.name: a for a in node.attribute}
     fields, missing = [], []
     A, F = onnx.AttributeProto, trt.PluginFieldType
-    for declared in creator.field_names:
-        a = attrs.get(declared.name)
+    for name, _ in declared:
+        a = attrs.get(name)
         if a is None:
-            missing.append(declared.name)  # the parser warns and skips it
+            missing.append(name)  # the parser warns and skips it
             continue
         if a.type == A.INT:
-            fields.append(trt.PluginField(a.name, np.array([a.i], np.int32), F.INT32))
+            fields.append((name, np.array([a.i], np.int32).tobytes(), int(F.INT32), 1))
         elif a.type == A.INTS:
-            fields.append(trt.PluginField(a.name, np.array(a.ints, np.int32), F.INT32))
+            fields.append((name, np.array(a.ints, np.int32).tobytes(), int(F.INT32), len(a.ints)))
         elif a.type == A.FLOAT:
-            fields.append(trt.PluginField(a.name, np.array([a.f], np.float32), F.FLOAT32))
+            fields.append((name, np.array([a.f], np.float32).tobytes(), int(F.FLOAT32), 1))
         elif a.type == A.FLOATS:
-            fields.append(trt.PluginField(a.name, np.array(a.floats, np.float32), F.FLOAT32))
+            fields.append((name, np.array(a.floats, np.float32).tobytes(), int(F.FLOAT32), len(a.floats)))
         elif a.type == A.STRING:
-            fields.append(trt.PluginField(a.name, a.s + b"\0", F.CHAR))
+            fields.append((name, a.s + b"\0", int(F.CHAR), len(a.s) + 1))
         else:
             raise ValueError(f"attribute {a.name}: type {a.type} is not one the replay models")
     return fields, missing
 
 
-def _desc(trt, dtype, dims, lo=None, hi=None, opt=None):
-    d = trt.DynamicPluginTensorDesc()
-    d.desc.type, d.desc.format, d.desc.dims = dtype, trt.TensorFormat.LINEAR, trt.Dims(dims)
-    d.min, d.max, d.opt = trt.Dims(lo or dims), trt.Dims(hi or dims), trt.Dims(opt or dims)
-    return d
+def replay_node(trt, harness, node, types: dict, shapes: dict, cc: int, *, bias_type=None) -> dict:
+    log: list[str] = []
 
+    def call(what: str, fn, *args):
+        """One C++ call; a null pointer or a non-zero status fails with what NVIDIA printed."""
+        with captured_stderr(log):
+            result = fn(*args)
+        rc = result[0] if isinstance(result, tuple) else result["rc"] if isinstance(result, dict) else 0
+        if result is None or rc != 0:
+            raise CallFailed(f"{what} failed ({'null' if result is None else rc}): {log[-1].strip()[-1500:]}")
+        return result
 
-def replay_node(trt, node, types: dict, shapes: dict, cc: int, *, bias_type=None) -> dict:
-    registry = trt.get_plugin_registry()
     attrs = {a.name: a for a in node.attribute}
     version = attrs["plugin_version"].s.decode() if "plugin_version" in attrs else "1"
     namespace = attrs["plugin_namespace"].s.decode() if "plugin_namespace" in attrs else ""
-    creator = registry.get_creator(node.op_type, version, namespace) or registry.get_creator(node.op_type, version, node.domain)
-    if creator is None:
+    creator = harness.find_creator(node.op_type, version, namespace)
+    if not creator:
         return {"error": f"no creator for {node.op_type} v{version} in '{namespace}'"}
-    fields, missing = _fields(trt, creator, node)
-    request = trt.QuickPluginCreationRequest.PREFER_AOT  # build_engine sets PREFER_AOT_PYTHON_PLUGINS
-    plugin = creator.create_plugin(node.op_type, namespace, trt.PluginFieldCollection(fields), trt.TensorRTPhase.BUILD, request)
-    build_iface = plugin.get_capability_interface(trt.PluginCapabilityType.BUILD)
-    plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
-    out = {"node": node.name, "missing_fields": missing, "aot": isinstance(build_iface, trt.IPluginV3QuickAOTBuild)}
+    fields, missing = node_fields(trt, harness.field_names(creator), node)
+    plugin = call("createPlugin", harness.create_plugin, creator, node.op_type, namespace, fields)
+    call("getCapabilityInterface(kCORE)", harness.capability, plugin, trt_bindings.CORE)
+    build = call("getCapabilityInterface(kBUILD)", harness.capability, plugin, trt_bindings.BUILD)
+    out = {"node": node.name, "missing_fields": missing, "aot": harness.interface_kind(build) == "PLUGIN_V3QUICKAOT_BUILD"}
 
     in_types = [_onnx_to_trt(trt, types[t]) for t in node.input]
     if bias_type is not None:
         in_types[1] = bias_type
     ranks = [len(shapes[t]) for t in node.input]
-    out["num_outputs"] = plugin.get_num_outputs()
-    out_types = plugin.get_output_data_types(in_types, ranks)
-    out["output_types"] = [str(t) for t in out_types]
-    builder = trt.IExprBuilder()
-    in_exprs = []
-    for t in node.input:
-        e = trt.DimsExprs(len(shapes[t]))
-        for k, d in enumerate(shapes[t]):
-            # Dynamic dims: batch first; an any-size node's qkv [B, H, W, 3C] also has a
-            # symbolic height and width (the profile's), evaluated at MAP_SIZES below.
-            e[k] = trt.IDimensionExpr(symbol=SYMBOLS[k]) if not isinstance(d, int) else builder.constant(d)
-        in_exprs.append(e)
+    n_out = out["num_outputs"] = harness.num_outputs(build)
+    _, out_types = call("getOutputDataTypes", harness.output_types, build, [int(t) for t in in_types], ranks, n_out)
+    dtype_of = {int(v): v for v in trt.DataType.__members__.values()}
+    out["output_types"] = [str(dtype_of[t]) for t in out_types]
+    # Dynamic dims: batch first; an any-size node's qkv [B, H, W, 3C] also has a symbolic
+    # height and width (the profile's), evaluated at MAP_SIZES below.
+    in_exprs = [[harness.symbol(k) if not isinstance(d, int) else harness.constant(d) for k, d in enumerate(shapes[t])] for t in node.input]
     any_size = any(not isinstance(d, int) for d in shapes[node.input[0]][1:])
-    cases = {(f"{b}@{h}x{w}" if any_size else b): {"batch": b, "height": h, "width": w}
-             for b in BATCHES for h, w in (MAP_SIZES if any_size else MAP_SIZES[:1])}  # fmt: skip
-    out_exprs = plugin.get_output_shapes(in_exprs, [], builder)
-    out["output_shapes"] = {key: [e.evaluate(env) for e in out_exprs[0]] for key, env in cases.items()}
-    out["aliased"] = plugin.get_aliased_input(0)
+    cases = {(f"{b}@{h}x{w}" if any_size else b): [b, h, w] for b in BATCHES for h, w in (MAP_SIZES if any_size else MAP_SIZES[:1])}
+    _, out_exprs = call("getOutputShapes", harness.output_shapes, build, in_exprs, n_out)
+    out["output_shapes"] = {key: [harness.evaluate(e, env) for e in out_exprs[0]] for key, env in cases.items()}
+    out["aliased"] = harness.aliased_input(build, 0)
 
-    p = plugin.clone()
-    dims = [tuple(-1 if not isinstance(d, int) else d for d in shapes[t]) for t in node.input]
+    clone = call("clone", harness.clone, plugin)
+    build = call("getCapabilityInterface(kBUILD) of the clone", harness.capability, clone, trt_bindings.BUILD)
+    h0, w0 = MAP_SIZES[0]
 
-    def bounds(dm, b):
-        return tuple(b if d == -1 else d for d in dm)
+    def at(dims, batch):
+        """A tensor's dimensions at one profile point: batch, and the first map size."""
+        return [d if isinstance(d, int) else (batch, h0, w0)[k] for k, d in enumerate(dims)]
 
-    out_dims = tuple(-1 if not e.is_constant() else e.get_constant_value() for e in out_exprs[0])
-    io_types = in_types + list(out_types)
-    in_out = [_desc(trt, ty, dm, bounds(dm, PROFILE[0]), bounds(dm, PROFILE[2]), bounds(dm, PROFILE[1])) for ty, dm in zip(io_types, dims + [out_dims])]
-    combos = p.get_supported_format_combinations(in_out, len(node.input))
-    combos = p.get_supported_format_combinations(in_out, len(node.input))  # the trampoline asks twice
-    out["format_combinations"] = [[str(c.type), str(c.format)] for c in combos]
-    for d, c in zip(in_out, combos):
-        d.desc.type, d.desc.format = c.type, c.format
-    p.configure_plugin(in_out[: len(node.input)], in_out[len(node.input) :])
-    tactics = p.get_valid_tactics()
-    out["tactics"] = list(tactics)
-    out["timing_cache_id"] = p.get_timing_cache_id()
-    p.set_tactic(tactics[0] if tactics else 0)
-    launch, extra = trt.KernelLaunchParams(), trt.ISymExprs()
-    p.get_launch_params(in_exprs, in_out, len(node.input), launch, extra, builder)
-    slots = ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z", "shared_mem")
-    out["launch"] = {key: [getattr(launch, s).expr.evaluate(env) for s in slots] for key, env in cases.items()}
-    out["launch_arg_types"] = sorted({str(getattr(launch, s).dtype) for s in slots})
-    out["extra_args"] = extra.nbSymExprs
-    out["extra_arg_types"] = [str(a.dtype) for a in extra]
-    out["extra_values"] = {key: [a.expr.evaluate(env) for a in extra] for key, env in cases.items()}
-    plugin_descs = []
-    for d in in_out:
-        pd = trt.PluginTensorDesc()
-        pd.type, pd.format, pd.dims = d.desc.type, d.desc.format, trt.Dims(bounds(d.desc.dims, PROFILE[1]))
-        plugin_descs.append(pd)
-    name, ptx = p.get_kernel(plugin_descs[: len(node.input)], plugin_descs[len(node.input) :])
+    def spec(dtype, dims, *, concrete=False):
+        desc = at(dims, PROFILE[1]) if concrete else [-1 if not isinstance(d, int) else d for d in dims]
+        return trt_bindings.TensorSpec.make(int(dtype), int(trt.TensorFormat.LINEAR), desc, at(dims, PROFILE[0]), at(dims, PROFILE[1]), at(dims, PROFILE[2]))
+
+    out_dims = [e if harness.is_constant(e) else None for e in out_exprs[0]]
+    out_dims = [harness.evaluate(e, []) if e is not None else "dyn" for e in out_dims]
+    io_dims = [shapes[t] for t in node.input] + [out_dims]
+    io_types = in_types + [dtype_of[t] for t in out_types]
+    combos = call("getSupportedFormatCombinations", harness.format_combinations, build, [spec(t, d) for t, d in zip(io_types, io_dims)], len(node.input))
+    format_of = {int(v): v for v in trt.TensorFormat.__members__.values()}
+    out["format_combinations"] = [[str(dtype_of[t]), str(format_of[f])] for t, f in combos[0]] if combos else []
+    chosen = [dtype_of[t] for t, _ in combos[0]] if combos else io_types
+    specs = [spec(t, d) for t, d in zip(chosen, io_dims)]
+    call("configurePlugin", lambda *a: (harness.configure(*a),), build, specs, len(node.input))
+    tactics = harness.tactics(build)
+    out["tactics"] = tactics
+    out["timing_cache_id"] = harness.timing_cache_id(build)
+    call("setTactic", lambda *a: (harness.set_tactic(*a),), build, tactics[0] if tactics else 0)
+    launch = call("getLaunchParams", harness.launch_params, build, in_exprs, specs)
+    arg_dtype = {int(v): v for v in trt.PluginArgDataType.__members__.values()}
+    for slot, (expr, _, dt) in zip(SLOTS, launch["slots"]):
+        if dt == -2:
+            raise CallFailed(f"getLaunchParams left {slot} unset")
+    out["launch"] = {key: [harness.evaluate(e, env) for e, _, _ in launch["slots"]] for key, env in cases.items()}
+    out["launch_arg_types"] = sorted({str(arg_dtype[dt]) for _, _, dt in launch["slots"]})
+    out["extra_args"] = len(launch["extra"])
+    out["extra_arg_types"] = [str(arg_dtype[dt]) for _, _, dt in launch["extra"]]
+    out["extra_values"] = {key: [harness.evaluate(e, env) for e, _, _ in launch["extra"]] for key, env in cases.items()}
+    kernel = call("getKernel", harness.get_kernel, build, [spec(t, d, concrete=True) for t, d in zip(chosen, io_dims)], len(node.input))
+    ptx = kernel["kernel"]
     text = ptx.decode()
     entry = re.search(r"\.entry\s+([\w$]+)\s*\((.*?)\)", text, re.S)
     out["kernel"] = {
-        "name": name,
+        "name": kernel["name_at_return"],
+        "name_after_allocations": kernel["name_after_allocations"],
         "ptx_sha256": hashlib.sha256(ptx).hexdigest(),
         "entry": entry.group(1),
         "params": len([x for x in entry.group(2).split(",") if x.strip()]),
@@ -173,17 +204,56 @@ def replay_node(trt, node, types: dict, shapes: dict, cc: int, *, bias_type=None
     return out
 
 
+# What the probe hands createPlugin: a list, a float list, a string and a scalar, as the
+# ONNX parser turns INTS / FLOATS / STRING / INT attributes into fields.
+PROBE_FIELDS = {"ints": [1, 2, 3], "floats": [0.5, 1.5], "text": "abc", "one": [7]}
+
+
+def field_probe(trt, harness) -> dict:
+    """Create the probe plugin through the C++ interface and report what NVIDIA's
+    plugin layer decoded from each field."""
+    F = trt.PluginFieldType
+    # The binding's own PluginField getter (every version, 10.3 too): a field made in
+    # Python, read back through NVIDIA's compiled ``.data``.
+    made = {
+        "ints": trt.PluginField("ints", np.array(PROBE_FIELDS["ints"], np.int32), F.INT32),
+        "floats": trt.PluginField("floats", np.array(PROBE_FIELDS["floats"], np.float32), F.FLOAT32),
+        "one": trt.PluginField("one", np.array(PROBE_FIELDS["one"], np.int32), F.INT32),
+    }
+    constructed = {name: np.asarray(f.data).tolist() for name, f in made.items()}
+    if not hasattr(trt, "QuickPluginCreationRequest"):
+        return {"constructed": constructed}
+    import trt_field_probe
+
+    fields = [
+        ("ints", np.array(PROBE_FIELDS["ints"], np.int32).tobytes(), int(F.INT32), 3),
+        ("floats", np.array(PROBE_FIELDS["floats"], np.float32).tobytes(), int(F.FLOAT32), 2),
+        ("text", PROBE_FIELDS["text"].encode() + b"\0", int(F.CHAR), len(PROBE_FIELDS["text"]) + 1),
+        ("one", np.array(PROBE_FIELDS["one"], np.int32).tobytes(), int(F.INT32), 1),
+    ]
+    namespace, name = trt_field_probe.PROBE_ID.split("::")
+    creator = harness.find_creator(name, "1", namespace)
+    plugin = harness.create_plugin(creator, name, namespace, fields)
+    build = harness.capability(plugin, trt_bindings.BUILD)
+    rc, _ = harness.output_types(build, [int(trt.float32)], [2], 1)
+    seen = trt_field_probe.SEEN[-1] if trt_field_probe.SEEN else None
+    return {"constructed": constructed, "declared": harness.field_names(creator), "rc": rc, "seen": seen}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("version")
     ap.add_argument("--graph", action="append", default=[])
     ap.add_argument("--cc", type=int, action="append", default=[])
     ap.add_argument("--negative", action="store_true", help="also feed an FP16 bias and report the plugin's refusal")
+    ap.add_argument("--field-probe", action="store_true", help="report what NVIDIA's plugin layer reads from list, float and string fields")
     ap.add_argument("--plugin-module", help="register this file instead of swinedge.plugin.tensorrt_plugin (tests of the contract itself)")
     a = ap.parse_args(argv)
     result: dict = {"version": a.version}
-    trt = trt_bindings.load_tensorrt(a.version)
+    trt, harness = trt_bindings.load_tensorrt(a.version)
     result["has_quick_aot"] = hasattr(trt, "QuickPluginCreationRequest")
+    if a.field_probe:
+        result["field_probe"] = field_probe(trt, harness)
     try:
         if a.plugin_module:
             import importlib.util
@@ -215,14 +285,14 @@ def main(argv: list[str] | None = None) -> int:
             nodes = []
             for node in plugin_nodes(proto):
                 try:
-                    nodes.append(replay_node(trt, node, types, shapes, cc))
+                    nodes.append(replay_node(trt, harness, node, types, shapes, cc))
                 except Exception as e:  # noqa: BLE001 - reported, asserted by the test
                     nodes.append({"node": node.name, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]})
             per_cc[cc] = nodes
         if a.negative:
             node = plugin_nodes(proto)[0]
             try:
-                replay_node(trt, node, types, shapes, a.cc[0], bias_type=trt.float16)
+                replay_node(trt, harness, node, types, shapes, a.cc[0], bias_type=trt.float16)
                 per_cc["negative"] = "accepted"
             except Exception as e:  # noqa: BLE001
                 per_cc["negative"] = f"{type(e).__name__}: {e}"
