@@ -51,21 +51,20 @@ def run_checks() -> list[Check]:
         import tensorrt as trt
 
         trt_version = trt.__version__
-        from swinedge.engine import PluginEnvironment, plugin_blockers
+        from swinedge.engine import PluginEnvironment, plugin_blockers, plugin_risks
 
         checks.append(Check("tensorrt", "ok", trt_version))
         if cuda:
-            blockers = plugin_blockers(PluginEnvironment.detect(trt, major * 10 + minor))
+            env = PluginEnvironment.detect(trt, major * 10 + minor)
+            blockers, risks = plugin_blockers(env), plugin_risks(env)
         else:
-            blockers = ["no GPU to build for"]
-        checks.append(
-            Check(
-                "fused plugin",
-                "warn" if blockers else "ok",
-                f"engines use native attention: {blockers[0]}" if blockers else "AOT plugin engines can be built here",
-                "" if not blockers else "build-engine --plugin auto builds native attention and says why",
-            )
-        )
+            blockers, risks = ["no GPU to build for"], []
+        if blockers or risks:
+            why = (blockers or risks)[0]
+            hint = "build-engine --plugin auto builds native attention and says why" + ("" if blockers else "; --plugin on builds the plugin anyway")
+            checks.append(Check("fused plugin", "warn", f"engines use native attention: {why}", hint))
+        else:
+            checks.append(Check("fused plugin", "ok", "AOT plugin engines can be built here", ""))
     except ImportError:
         checks.append(Check("tensorrt", "missing", "not importable", "install TensorRT from NVIDIA (pip install tensorrt on x86/SBSA; JetPack on Jetson)"))
         checks.append(Check("fused plugin", "missing", "needs TensorRT >= 10.9", "install TensorRT >= 10.9"))

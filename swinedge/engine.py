@@ -28,6 +28,10 @@ PLUGIN_MODES = ("auto", "on", "off")
 MAX_WORKSPACE_GIB = 1024.0  # more than any GPU has
 MAX_PROFILE_BATCH = 4096
 AOT_PLUGIN_MIN = (10, 9)  # tensorrt.plugin.aot_impl
+# [first, fixed): NVIDIA's getKernel trampoline (pyPlugin.cpp) returns the kernel name as
+# c_str() of a local string, so libnvinfer reads it from freed memory; 10.14 keeps it in a
+# member. Measured on the real 10.9.0.34 and 10.13.3.9 bindings (tests/test_trt_contract.py).
+AOT_KERNEL_NAME_DANGLES = ((10, 9), (10, 14))
 
 # The TensorRT versions users have, each checked in CI against NVIDIA's own bindings
 # wheel (``tensorrt-cu12-bindings==<wheel>`` on PyPI): the names this module and the
@@ -69,6 +73,12 @@ class TrtVersion:
     @property
     def has_aot_plugins(self) -> bool:
         return (self.major, self.minor) >= AOT_PLUGIN_MIN
+
+    @property
+    def aot_kernel_name_dangles(self) -> bool:
+        """The bindings hand an AOT plugin's kernel name back from freed memory."""
+        first, fixed = AOT_KERNEL_NAME_DANGLES
+        return first <= (self.major, self.minor) < fixed
 
 
 def require_tensorrt():
@@ -290,6 +300,18 @@ def plugin_blockers(env: PluginEnvironment) -> list[str]:
     return reasons
 
 
+def plugin_risks(env: PluginEnvironment) -> list[str]:
+    """What may go wrong with a plugin that can be built here: ``--plugin auto`` builds
+    native attention instead, ``--plugin on`` builds the plugin and warns."""
+    if env.trt_version.has_aot_plugins and env.trt_version.aot_kernel_name_dangles:
+        first, fixed = AOT_KERNEL_NAME_DANGLES
+        return [
+            f"TensorRT {env.trt_version}'s Python plugin layer hands the kernel name back from freed memory "
+            f"({first[0]}.{first[1]} to {fixed[0]}.{fixed[1] - 1}; fixed in {fixed[0]}.{fixed[1]}), so the engine may name a garbled kernel"
+        ]
+    return []
+
+
 def plugin_graph(proto, info: dict[str, Any]) -> tuple[Any, int, str | None]:
     """A copy of a native graph with one plugin node per block: ``(graph, nodes, None)``,
     or ``(None, 0, why not)`` when the nodes cannot be placed. ``proto`` is left as it is."""
@@ -314,12 +336,14 @@ def plugin_graph(proto, info: dict[str, Any]) -> tuple[Any, int, str | None]:
     return graph, count, None
 
 
-def decide_plugin(mode: str, blockers: list[str], graph_has_plugin: bool) -> tuple[bool, str]:
+def decide_plugin(mode: str, blockers: list[str], graph_has_plugin: bool, risks: list[str] | None = None) -> tuple[bool, str]:
     """Whether to build with the fused plugin, and a one-line note saying why.
 
     ``off`` builds native attention; ``on`` refuses, before any build, when something
     blocks the plugin; ``auto`` builds native attention and names the first blocker. A
-    graph exported with plugin nodes cannot become native here: that is an error."""
+    graph exported with plugin nodes cannot become native here: that is an error.
+    ``risks`` (:func:`plugin_risks`) make ``auto`` build native attention; ``on``, or a
+    graph that already has plugin nodes, builds the plugin and the note says the risk."""
     if mode == "off":
         if graph_has_plugin:
             raise SwinedgeError("--plugin off, but the graph has plugin nodes: build from the native export (swinedge export --attention native)")
@@ -330,6 +354,10 @@ def decide_plugin(mode: str, blockers: list[str], graph_has_plugin: bool) -> tup
         if graph_has_plugin:
             raise SwinedgeError(f"the graph has plugin nodes, but {blockers[0]}: build from the native export (swinedge export --attention native)")
         return False, f"native attention graph: {blockers[0]}"
+    if risks:
+        if mode == "auto" and not graph_has_plugin:
+            return False, f"native attention graph: {risks[0]} (--plugin on builds the plugin anyway)"
+        return True, f"fused window-attention plugin (AOT PTX), at a risk: {risks[0]}"
     return True, "fused window-attention plugin (AOT PTX)"
 
 
@@ -459,17 +487,19 @@ def build_engine(
     all_shapes = size_profiles(info["input"]["shape"], sizes, opts)
     shapes = all_shapes[0]
     has_plugin = bool(plugin_nodes(proto))
-    blockers = plugin_blockers(PluginEnvironment.detect(trt, cc)) if opts.plugin != "off" else []
+    env = PluginEnvironment.detect(trt, cc) if opts.plugin != "off" else None
+    blockers = plugin_blockers(env) if env else []
+    risks = plugin_risks(env) if env else []
     graph = None
-    if opts.plugin != "off" and not blockers and not has_plugin:
+    if env and not blockers and not has_plugin and not (risks and opts.plugin == "auto"):
         graph, count, why_not = plugin_graph(proto, info)
         if why_not:
             blockers.append(why_not)
         else:
             say(f"substituted {count} plugin nodes")
-    use_plugin, note = decide_plugin(opts.plugin, blockers, has_plugin)
+    use_plugin, note = decide_plugin(opts.plugin, blockers, has_plugin, risks)
     say(note)
-    warnings: list[str] = []
+    warnings: list[str] = [risks[0]] if use_plugin and risks else []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="swinedge-build-") as scratch:
         graph_path = Path(onnx_path)

@@ -19,6 +19,7 @@ from swinedge.engine import (
     decide_plugin,
     gpu_identity,
     plugin_blockers,
+    plugin_risks,
     plugin_graph,
     profile_shapes,
 )
@@ -53,6 +54,25 @@ def test_bad_version_string() -> None:
 def _env(version: str = "11.4.0", cc: int = 90, triton: str | None = "3.9.0", quick_aot: bool | None = None) -> PluginEnvironment:
     v = TrtVersion.parse(version)
     return PluginEnvironment(v, v.has_aot_plugins if quick_aot is None else quick_aot, cc, triton)
+
+
+def test_tensorrt_10_9_to_10_13_build_native_attention_unless_asked() -> None:
+    """Their bindings hand the AOT kernel name back from freed memory (pinned on the real
+    modules in tests/test_trt_contract.py): auto builds native attention and says why;
+    --plugin on, or a graph exported with plugin nodes, builds the plugin and says the risk."""
+    for version, dangles in (("10.8.0", False), ("10.9.0", True), ("10.13.3", True), ("10.14.1", False), ("10.16.1", False), ("11.0.0", False)):
+        assert TrtVersion.parse(version).aot_kernel_name_dangles is dangles, version
+    thor = _env("10.13.3", cc=90)
+    assert plugin_blockers(thor) == []
+    risks = plugin_risks(thor)
+    assert len(risks) == 1 and "10.13.3" in risks[0] and "freed memory" in risks[0] and "fixed in 10.14" in risks[0]
+    use, note = decide_plugin("auto", [], graph_has_plugin=False, risks=risks)
+    assert not use and note == f"native attention graph: {risks[0]} (--plugin on builds the plugin anyway)"
+    use, note = decide_plugin("on", [], graph_has_plugin=False, risks=risks)
+    assert use and note.endswith(f"at a risk: {risks[0]}")
+    assert decide_plugin("auto", [], graph_has_plugin=True, risks=risks)[0] is True
+    assert plugin_risks(_env("10.16.1")) == [] and plugin_risks(_env("11.4.0")) == []
+    assert plugin_risks(_env("10.3.0", cc=87)) == []  # no plugin at all there: a blocker, not a risk
 
 
 def test_plugin_decision() -> None:
@@ -513,3 +533,22 @@ def test_attention_benchmark_run_checks_tensorrt_answers(tmp_path: Path, monkeyp
     msg = str(e.value)
     fragment = {"none": "could not create an execution context", "shape": "refused input shape", "address": "refused the address"}[context]
     assert "\n" not in msg and fragment in msg, msg
+
+
+def test_build_engine_on_tensorrt_10_13_builds_native_unless_plugin_on(onnx_file: Path, tmp_path: Path, monkeypatch) -> None:
+    """build_engine with a recording fake of ours (not TensorRT) reporting 10.13.3: auto
+    hands the parser the native graph and says why; --plugin on hands it the plugin graph
+    and returns the risk as a warning."""
+    from fake_tensorrt import FakeTensorRT, use_fake_builder
+    from swinedge.engine import build_engine
+    from swinedge.ops.onnx_plugin import plugin_nodes
+
+    trt = FakeTensorRT("10.13.3.9")
+    use_fake_builder(monkeypatch, trt, gpu=("NVIDIA Jetson AGX Thor", 90))
+    auto = build_engine(onnx_file, tmp_path / "auto.plan", BuildOptions())
+    assert not auto.plugin_used and "freed memory" in auto.note and auto.warnings == ()
+    assert plugin_nodes(trt.parsed[-1]) == []
+    on = build_engine(onnx_file, tmp_path / "on.plan", BuildOptions(plugin="on"))
+    assert on.plugin_used and len(plugin_nodes(trt.parsed[-1])) == 8
+    assert len(on.warnings) == 1 and "freed memory" in on.warnings[0] and "fixed in 10.14" in on.warnings[0]
+    assert on.manifest["plugin"]["note"].endswith(on.warnings[0])
