@@ -46,13 +46,24 @@ SWIN_T_DEPTHS = [2, 2, 6, 2]
 
 @pytest.fixture(scope="session", params=VERSIONS)
 def version(request) -> str:
+    return require_bindings(request.param)
+
+
+def require_bindings(version: str) -> str:
+    """``version``'s wheel (downloaded) and our libraries for it (built), or a skip that
+    says which is missing; CI must run the contract, so there a missing one fails."""
     try:
-        trt_bindings.wheel_dir(request.param)
+        trt_bindings.wheel_dir(version)
+        trt_bindings.build_harness(trt_bindings.trt_major(version))
+    except trt_bindings.HarnessUnavailable as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"cannot import NVIDIA's bindings here: {e}")
     except RuntimeError as e:
         if os.environ.get("CI"):
-            raise  # CI must run the contract: a download failure fails it
+            raise
         pytest.skip(f"NVIDIA's bindings wheel is not reachable: {e}")
-    return request.param
+    return version
 
 
 # -- the wheels are what they claim ---------------------------------------------------------
@@ -467,7 +478,8 @@ def micro_replays(micro_plugin_graph) -> dict[str, dict]:
     for v in PLUGIN_VERSIONS:
         try:
             trt_bindings.wheel_dir(v)
-        except RuntimeError:
+            trt_bindings.build_harness(trt_bindings.trt_major(v))
+        except RuntimeError:  # the tests that use it skip, saying why (require_bindings)
             if os.environ.get("CI"):
                 raise
             continue
@@ -477,7 +489,7 @@ def micro_replays(micro_plugin_graph) -> dict[str, dict]:
 
 def _micro_replay(micro_replays, version: str) -> dict:
     if version not in micro_replays:
-        pytest.skip(f"NVIDIA's bindings wheel {version} is not reachable")
+        require_bindings(version)  # skips with the reason
     return micro_replays[version]
 
 
@@ -598,12 +610,7 @@ def test_nvidia_python_plugin_layer_on_real_bindings_accepts_swin_v2_graphs(trt_
     substituted Swin V2 FP32/FP16/INT8 graphs: the cosine plugin's fourth input (float32
     logit scale), output types and shapes, launch parameters and a 5-parameter PTX entry.
     Not proven here: libnvinfer parsing the graph, loading and launching the PTX, numerics."""
-    try:
-        trt_bindings.wheel_dir(trt_version)
-    except RuntimeError as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"NVIDIA's bindings wheel is not reachable: {e}")
+    require_bindings(trt_version)
     result = _replay(trt_version, list(swinv2_plugin_graphs.values()), [87, 90])
     assert "import_error" not in result, result.get("import_error")
     entries: dict[str, str] = {}
@@ -660,12 +667,7 @@ def test_nvidia_python_plugin_layer_on_real_bindings_accepts_a_rectangular_backb
     launch grids from each node's own height and width. Not proven here: libnvinfer
     parsing the four-output graph, loading and launching the PTX, numerics."""
     version = PLUGIN_VERSIONS[-1]
-    try:
-        trt_bindings.wheel_dir(version)
-    except RuntimeError as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"NVIDIA's bindings wheel is not reachable: {e}")
+    require_bindings(version)
     path, geoms = backbone_plugin_graph
     assert [(g.height, g.width) for g in geoms] == [(38, 56), (40, 56), (19, 28), (20, 28), (10, 14), (12, 16), (5, 7), (8, 8)]
     result = _replay(version, [path], [87])
@@ -714,12 +716,7 @@ def test_nvidia_python_plugin_layer_on_real_bindings_takes_any_size_nodes(any_si
     and W handed to the kernel as two int32 extra arguments, and one PTX entry of six
     parameters per block geometry, whatever the size. Not proven here: libnvinfer
     evaluating those expressions per profile, loading and launching the PTX."""
-    try:
-        trt_bindings.wheel_dir(trt_version)
-    except RuntimeError as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"NVIDIA's bindings wheel is not reachable: {e}")
+    require_bindings(trt_version)
     path, blocks = any_size_plugin_graph
     result = _replay(trt_version, [path], [87, 90])
     assert "import_error" not in result, result.get("import_error")
