@@ -12,6 +12,7 @@ few, and every name they use is checked against the compiled bindings of each ve
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import time
@@ -343,7 +344,7 @@ def decide_plugin(mode: str, blockers: list[str], graph_has_plugin: bool, risks:
     blocks the plugin; ``auto`` builds native attention and names the first blocker. A
     graph exported with plugin nodes cannot become native here: that is an error.
     ``risks`` (:func:`plugin_risks`) make ``auto`` build native attention; ``on``, or a
-    graph that already has plugin nodes, builds the plugin and the note says the risk."""
+    graph that already has plugin nodes, builds the plugin (the caller warns of the risk)."""
     if mode == "off":
         if graph_has_plugin:
             raise SwinedgeError("--plugin off, but the graph has plugin nodes: build from the native export (swinedge export --attention native)")
@@ -357,7 +358,6 @@ def decide_plugin(mode: str, blockers: list[str], graph_has_plugin: bool, risks:
     if risks:
         if mode == "auto" and not graph_has_plugin:
             return False, f"native attention graph: {risks[0]} (--plugin on builds the plugin anyway)"
-        return True, f"fused window-attention plugin (AOT PTX), at a risk: {risks[0]}"
     return True, "fused window-attention plugin (AOT PTX)"
 
 
@@ -401,7 +401,24 @@ def check_precision_supported(precision: str | None, gpu: str, compute_capabilit
         )
 
 
-def trt_made(obj, what: str, hint: str = "rerun with --verbose for TensorRT's log, and check the GPU and TensorRT with `swinedge doctor`"):
+TRT_HINT = "rerun with --verbose for TensorRT's log, and check the GPU and TensorRT with `swinedge doctor`"
+# What NVIDIA's bindings raise when libnvinfer hands a constructor (Builder, Runtime,
+# OnnxParser) a null object: pybind11's TypeError, not None (measured on the real modules).
+NULL_FACTORY = "factory function returned nullptr"
+
+
+@contextlib.contextmanager
+def trt_constructing(what: str, hint: str = TRT_HINT):
+    """Around a TensorRT constructor: its null-object TypeError becomes a one-line error."""
+    try:
+        yield
+    except TypeError as e:
+        if NULL_FACTORY not in str(e):
+            raise
+        raise SwinedgeError(f"TensorRT could not create {what}: {hint}") from None
+
+
+def trt_made(obj, what: str, hint: str = TRT_HINT):
     """``obj``, or a one-line error: TensorRT's factories answer None on failure, no exception."""
     if obj is None:
         raise SwinedgeError(f"TensorRT could not create {what}: {hint}")
@@ -479,7 +496,8 @@ def build_engine(
     sizes = profile_sizes(info, opts.sizes)  # checked before TensorRT is needed
     trt = require_tensorrt()
     gpu, cc = gpu_identity()
-    check_precision_supported(graph_precision(proto, info), gpu, cc)  # before any TensorRT call
+    precision = graph_precision(proto, info)
+    check_precision_supported(precision, gpu, cc)  # before any TensorRT call
     version = TrtVersion.parse(trt.__version__)
     say = status or (lambda _m: None)
     if info.get("task") == "backbone" and not opts.batch_given:
@@ -515,14 +533,16 @@ def build_engine(
 
             tensorrt_plugin.set_compute_capability(cc)
         logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
-        builder = trt_made(trt.Builder(logger), "a builder")
+        with trt_constructing("a builder"):
+            builder = trt.Builder(logger)
         flags = 0
         if version.needs_strongly_typed_flag:
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         if use_plugin and hasattr(trt.NetworkDefinitionCreationFlag, "PREFER_AOT_PYTHON_PLUGINS"):
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS)
         network = trt_made(builder.create_network(flags), "the network definition")
-        parser = trt_made(trt.OnnxParser(network, logger), "the ONNX parser")
+        with trt_constructing("the ONNX parser"):
+            parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(graph_path)):
             count = parser.num_errors
             parse_error = parser.get_error(0) if count else None
@@ -549,7 +569,7 @@ def build_engine(
             bytes(plan),
             model=info.get("model"),
             config=info.get("config"),
-            precision=info.get("precision"),
+            precision=precision,  # float8 Q/DQ is fp8 whatever the graph's manifest says
             onnx={"file": Path(onnx_path).name, "sha256": sha256_file(onnx_path)},
             input=info.get("input"),
             preprocess=info.get("preprocess"),
@@ -561,7 +581,7 @@ def build_engine(
                  "input_sizes": [f"{h}x{w}" for h, w in sizes]}
                 if sizes is not None else {}
             ),  # fmt: skip
-            plugin={"used": use_plugin, "note": note},
+            plugin={"used": use_plugin, "note": note, **({"risk": risks[0]} if use_plugin and risks else {})},
             build={**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}, "seconds": round(seconds, 1)},
         )
         if opts.timing_cache and cache is not None:

@@ -20,9 +20,14 @@ import torch
 
 # Names of the calls a FakeTensorRT can be told to fail (``fail={...}``), with the
 # failure answer TensorRT gives for each.
+# Constructors raise what NVIDIA's bindings raise when libnvinfer gives them null
+# (pybind11's TypeError, measured on the real modules in tests/test_trt_contract.py).
+NULL_FACTORY_ERROR = TypeError("__init__(): incompatible return: pybind11::init(): factory function returned nullptr")
 FAILURES = {
+    "Builder": NULL_FACTORY_ERROR,
+    "Runtime": NULL_FACTORY_ERROR,
     "create_network": None,
-    "OnnxParser": None,
+    "OnnxParser": NULL_FACTORY_ERROR,
     "create_builder_config": None,
     "create_optimization_profile": None,
     "add_optimization_profile": -1,
@@ -75,6 +80,8 @@ class FakeTensorRT:
         if self.forbid:
             raise AssertionError(f"TensorRT was called ({name}) before the check that must come first")
         self.calls.append((name, *args))
+        if name in self.fail and isinstance(FAILURES[name], Exception):
+            raise FAILURES[name]
         return FAILURES[name] if name in self.fail else ...
 
     def names(self) -> list[str]:
@@ -85,7 +92,8 @@ class FakeTensorRT:
         return _Builder(self)
 
     def OnnxParser(self, network, logger):  # noqa: N802
-        return None if self.call("OnnxParser") is None else _Parser(self, network)
+        self.call("OnnxParser")
+        return _Parser(self, network)
 
     def Runtime(self, logger) -> "_Runtime":  # noqa: N802
         self.call("Runtime")

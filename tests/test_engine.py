@@ -68,8 +68,7 @@ def test_tensorrt_10_9_to_10_13_build_native_attention_unless_asked() -> None:
     assert len(risks) == 1 and "10.13.3" in risks[0] and "freed memory" in risks[0] and "fixed in 10.14" in risks[0]
     use, note = decide_plugin("auto", [], graph_has_plugin=False, risks=risks)
     assert not use and note == f"native attention graph: {risks[0]} (--plugin on builds the plugin anyway)"
-    use, note = decide_plugin("on", [], graph_has_plugin=False, risks=risks)
-    assert use and note.endswith(f"at a risk: {risks[0]}")
+    assert decide_plugin("on", [], graph_has_plugin=False, risks=risks) == (True, "fused window-attention plugin (AOT PTX)")
     assert decide_plugin("auto", [], graph_has_plugin=True, risks=risks)[0] is True
     assert plugin_risks(_env("10.16.1")) == [] and plugin_risks(_env("11.4.0")) == []
     assert plugin_risks(_env("10.3.0", cc=87)) == []  # no plugin at all there: a blocker, not a risk
@@ -475,6 +474,7 @@ def test_runner_stand_in_context_refusing_a_shape_or_an_address(tmp_path: Path, 
 @pytest.mark.parametrize(
     "fail,fragment",
     [
+        ("Builder", "could not create a builder"),
         ("create_network", "could not create the network definition"),
         ("OnnxParser", "could not create the ONNX parser"),
         ("create_builder_config", "could not create the builder config"),
@@ -495,7 +495,7 @@ def test_build_failures_tensorrt_answers_are_one_line_errors(onnx_file: Path, tm
     assert "build_serialized_network" not in trt.names() and not (tmp_path / "e.plan").exists()
 
 
-@pytest.mark.parametrize("fail", ["create_network", "OnnxParser", "create_builder_config", "create_optimization_profile", "add_optimization_profile"])
+@pytest.mark.parametrize("fail", ["Builder", "create_network", "OnnxParser", "create_builder_config", "create_optimization_profile", "add_optimization_profile"])
 def test_attention_benchmark_build_checks_tensorrt_answers(tmp_path: Path, monkeypatch, fail: str) -> None:
     import onnx
 
@@ -551,4 +551,36 @@ def test_build_engine_on_tensorrt_10_13_builds_native_unless_plugin_on(onnx_file
     on = build_engine(onnx_file, tmp_path / "on.plan", BuildOptions(plugin="on"))
     assert on.plugin_used and len(plugin_nodes(trt.parsed[-1])) == 8
     assert len(on.warnings) == 1 and "freed memory" in on.warnings[0] and "fixed in 10.14" in on.warnings[0]
-    assert on.manifest["plugin"]["note"].endswith(on.warnings[0])
+    assert on.manifest["plugin"]["risk"] == on.warnings[0] and "freed memory" not in on.note  # said once, as a warning
+    assert "risk" not in auto.manifest["plugin"]
+
+
+def test_runtime_that_cannot_be_created_is_a_one_line_error(tmp_path: Path, monkeypatch) -> None:
+    """trt.Runtime raises pybind11's null-factory TypeError when libnvinfer gives it null
+    (pinned on NVIDIA's real modules in tests/test_trt_contract.py); the fake of ours
+    raises the same, and load() turns it into one line."""
+    from fake_tensorrt import FakeEngine, FakeTensorRT, fake_cuda, use_fake_runtime, write_plan
+    from swinedge.runners.trt_runner import TensorRTRunner
+
+    fake_cuda(monkeypatch)
+    plan = write_plan(tmp_path / "m.plan", profile={"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [1, 3, 64, 64]})
+    use_fake_runtime(monkeypatch, FakeTensorRT(fail={"Runtime"}, engine=FakeEngine({"logits": lambda s: (s[0], 10)})))
+    with pytest.raises(SwinedgeError) as e:
+        TensorRTRunner(plan).load()
+    assert str(e.value).startswith("TensorRT could not create a runtime: ") and "\n" not in str(e.value)
+
+
+def test_engine_manifest_records_fp8_from_the_graph(fp8_file: Path, tmp_path: Path, monkeypatch) -> None:
+    """An engine of a float8 Q/DQ graph records precision fp8 even when the graph's own
+    manifest is gone, so the runner's compute-capability check at load can fire. The
+    builder is a recording fake of ours."""
+    import shutil
+
+    from fake_tensorrt import FakeTensorRT, use_fake_builder
+    from swinedge.engine import build_engine
+
+    bare = tmp_path / "bare.onnx"
+    shutil.copyfile(fp8_file, bare)  # no manifest beside it
+    use_fake_builder(monkeypatch, FakeTensorRT(), gpu=("NVIDIA L4", 89))
+    result = build_engine(bare, tmp_path / "e.plan", BuildOptions(plugin="off"))
+    assert result.manifest["precision"] == "fp8"

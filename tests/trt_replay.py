@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's swinedge, not an installed one
 
 import trt_bindings  # noqa: E402
 
@@ -240,6 +241,27 @@ def field_probe(trt, harness) -> dict:
     return {"constructed": constructed, "declared": harness.field_names(creator), "rc": rc, "seen": seen}
 
 
+def null_factories(trt) -> dict:
+    """What NVIDIA's constructors do when libnvinfer (here: ours) gives them null, raw and
+    through swinedge's wrapper."""
+    from swinedge.engine import trt_constructing
+    from swinedge.errors import SwinedgeError
+
+    out = {}
+    for name in ("Builder", "Runtime"):
+        try:
+            getattr(trt, name)(trt.Logger(trt.Logger.WARNING))
+            out[name] = "constructed"
+        except Exception as e:  # noqa: BLE001 - the answer is the finding
+            out[name] = f"{type(e).__name__}: {e}"
+        try:
+            with trt_constructing(f"a {name.lower()}"):
+                getattr(trt, name)(trt.Logger(trt.Logger.WARNING))
+        except SwinedgeError as e:
+            out[f"{name} via swinedge"] = str(e)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("version")
@@ -247,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cc", type=int, action="append", default=[])
     ap.add_argument("--negative", action="store_true", help="also feed an FP16 bias and report the plugin's refusal")
     ap.add_argument("--field-probe", action="store_true", help="report what NVIDIA's plugin layer reads from list, float and string fields")
+    ap.add_argument("--null-factories", action="store_true", help="report what Builder() and Runtime() do when libnvinfer gives them null")
     ap.add_argument("--plugin-module", help="register this file instead of swinedge.plugin.tensorrt_plugin (tests of the contract itself)")
     a = ap.parse_args(argv)
     result: dict = {"version": a.version}
@@ -254,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     result["has_quick_aot"] = hasattr(trt, "QuickPluginCreationRequest")
     if a.field_probe:
         result["field_probe"] = field_probe(trt, harness)
+    if a.null_factories:
+        result["null_factories"] = null_factories(trt)
     try:
         if a.plugin_module:
             import importlib.util

@@ -226,16 +226,18 @@ def build_attention_engine(graph: Path, input_shape: tuple[int, ...], timing_cac
     one static profile at ``input_shape``. Not ``build_engine`` itself: that takes image
     classifiers only. The TensorRT names used here are the ones ``swinedge.engine`` and
     the TensorRT runner use, which ``tests/test_trt_contract.py`` checks in every version."""
-    from swinedge.engine import TrtVersion, add_profiles, attach_timing_cache, require_tensorrt, save_timing_cache, trt_made
+    from swinedge.engine import TrtVersion, add_profiles, attach_timing_cache, require_tensorrt, save_timing_cache, trt_constructing, trt_made
 
     trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt_made(trt.Builder(logger), "a builder")
+    with trt_constructing("a builder"):
+        builder = trt.Builder(logger)
     flags = 0
     if TrtVersion.parse(trt.__version__).needs_strongly_typed_flag:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = trt_made(builder.create_network(flags), "the network definition")
-    parser = trt_made(trt.OnnxParser(network, logger), "the ONNX parser")
+    with trt_constructing("the ONNX parser"):
+        parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(graph)):
         parse_error = parser.get_error(0) if parser.num_errors else None
         raise SwinedgeError(f"TensorRT cannot parse {graph.name}: {parse_error.desc() if parse_error is not None else 'unknown error'}")

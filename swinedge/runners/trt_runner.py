@@ -30,7 +30,7 @@ from swinedge.engine import (
     engine_profiles,
     gpu_identity,
     require_tensorrt,
-    trt_made,
+    trt_constructing,
 )
 from swinedge.errors import SwinedgeError
 from swinedge.io import require_file
@@ -62,7 +62,8 @@ class TensorRTRunner(Runner):
         check_engine_fits(self.manifest, gpu=gpu, compute_capability=cc, trt_version=trt.__version__, plan=str(self.plan))
         import torch
 
-        runtime = trt_made(trt.Runtime(trt.Logger(trt.Logger.WARNING)), "a runtime")
+        with trt_constructing("a runtime"):
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(self.plan.read_bytes())
         if self.engine is None:
             raise SwinedgeError(f"TensorRT could not deserialize {self.plan}: rebuild it with swinedge build-engine")

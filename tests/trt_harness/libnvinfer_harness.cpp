@@ -10,7 +10,7 @@
 //   * a plugin registry that keeps the creators NVIDIA's tensorrt.plugin registers;
 //   * the objects libnvinfer hands a quickly deployable plugin during a build: dimension
 //     expressions and their builder, kernel launch parameters and the extra-argument list;
-//   * extern "C" entry points through which tests/trt_real.py drives a plugin through its
+//   * extern "C" entry points through which tests/trt_bindings.py drives a plugin through its
 //     C++ virtual functions, in the order onnx-tensorrt's parser and the builder use them.
 //
 // The class declarations below are written from the interfaces documented in TensorRT's
@@ -399,7 +399,8 @@ struct ExprBuilder final : IExprBuilder
 ExprBuilder gBuilder;
 
 // -- launch parameters and extra arguments: the plugin sets ISymExpr objects that Python
-// owns and may free right after; like a careful libnvinfer, read them when they are set.
+// made; their values are read when they are set, so nothing here depends on how long
+// they live after getLaunchParams returns.
 struct SymValue
 {
     int32_t set{0};
@@ -588,7 +589,7 @@ extern "C" void* createInferRefitter_INTERNAL(void*, void*, int32_t) noexcept { 
 extern "C" IPluginRegistry* getPluginRegistry() noexcept { return &gRegistry; }
 extern "C" IPluginRegistry* getBuilderPluginRegistry(int32_t) noexcept { return nullptr; }
 
-// -- the driver: what tests/trt_real.py calls through ctypes --------------------------------
+// -- the driver: what tests/trt_bindings.py calls through ctypes --------------------------------
 extern "C" {
 
 int32_t harness_trt_major() { return TRT_MAJOR; }
