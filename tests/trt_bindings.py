@@ -279,6 +279,8 @@ class Harness:
         n = self.lib.harness_field_names(creator, names, types, 64)
         if n < 0:
             raise RuntimeError("getFieldNames returned null")
+        if n > 64:
+            raise RuntimeError(f"the creator declares {n} fields; the harness reads at most 64")
         return [(names[i].decode(), int(types[i])) for i in range(n)]
 
     def create_plugin(self, creator: int, name: str, namespace: str, fields: list[tuple[str, bytes, int, int]],
@@ -289,7 +291,12 @@ class Harness:
         data = _array(P, [ctypes.cast(b, P) for b in buffers])
         types = _array(I32, [f[2] for f in fields])
         lengths = _array(I32, [f[3] for f in fields])
-        return self.lib.harness_create_plugin(creator, name.encode(), namespace.encode(), len(fields), names, data, types, lengths, phase, request)
+        plugin = self.lib.harness_create_plugin(creator, name.encode(), namespace.encode(), len(fields), names, data, types, lengths, phase, request)
+        # The parser frees the field buffers once createPlugin returns: overwrite them, so
+        # a plugin layer that kept a view of them answers the later calls wrongly.
+        for b in buffers:
+            ctypes.memset(b, 0xA5, len(b))
+        return plugin
 
     def capability(self, plugin: int, kind: int) -> int | None:
         return self.lib.harness_capability(plugin, kind)
@@ -341,6 +348,8 @@ class Harness:
         n = self.lib.harness_format_combinations(build, nb_inputs, n_io - nb_inputs, _array(TensorSpec, specs), types, formats, 64 * n_io)
         if n < 0:
             raise RuntimeError("getNbSupportedFormatCombinations / getSupportedFormatCombinations failed")
+        if n > 64:
+            raise RuntimeError(f"{n} format combinations; the harness reads at most 64")
         return [[(types[c * n_io + k], formats[c * n_io + k]) for k in range(n_io)] for c in range(n)]
 
     def configure(self, build: int, specs: list[TensorSpec], nb_inputs: int) -> int:
@@ -351,6 +360,8 @@ class Harness:
         n = self.lib.harness_tactics(build, out, 64)
         if n < 0:
             raise RuntimeError("getValidTactics failed")
+        if n > 64:
+            raise RuntimeError(f"{n} tactics; the harness reads at most 64")
         return list(out[:n])
 
     def timing_cache_id(self, build: int) -> str | None:

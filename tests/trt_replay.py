@@ -23,8 +23,12 @@ builder: clone, getNbSupportedFormatCombinations + getSupportedFormatCombination
          getLaunchParams (calls swinedge's aot_impl: compiles the real Triton kernel),
          getKernel (the name read at the return and again after 28 small allocations)
 
-Every answer comes from NVIDIA's compiled trampolines and NVIDIA's ``tensorrt.plugin``.
-Not here: parsing itself, loading the PTX, launching it, numerics (libnvinfer's).
+The answers are NVIDIA's compiled trampolines' and ``tensorrt.plugin``'s; the numbers
+reported for shapes, grids and extra arguments are their expressions evaluated by our
+expression builder (batch, height and width bound to the profile's values). The parser's
+half of the order is onnx-tensorrt's; the builder's half (libnvinfer's, not public) is
+ours: the order a plugin's build capability lists its calls in. Not here: parsing itself,
+building, loading the PTX, launching it, numerics (libnvinfer's).
 """
 
 from __future__ import annotations

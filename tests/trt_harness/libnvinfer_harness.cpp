@@ -15,7 +15,9 @@
 //
 // The class declarations below are written from the interfaces documented in TensorRT's
 // public headers (NvInferRuntimeBase.h, NvInferPluginBase.h, NvInferRuntime.h,
-// NvInferImpl.h, NvInferRuntimeCommon.h, impl/NvInferPythonPlugin.h); the order of the
+// NvInferImpl.h, NvInferRuntimeCommon.h, and the Python plugin interfaces: 10.9's
+// python/include/impl/plugin.h, 10.13's python/include/impl/NvInferPythonPlugin.h,
+// include/impl/NvInferPythonPlugin.h from 10.16); the order of the
 // virtual functions is what makes them binary-compatible with the bindings, so it follows
 // those headers exactly. Where releases differ, TRT_MAJOR selects the layout.
 
@@ -342,8 +344,12 @@ int64_t apply(DimensionOperation op, int64_t x, int64_t y, bool* ok)
     case DimensionOperation::kEQUAL: return x == y;
     case DimensionOperation::kLESS: return x < y;
     case DimensionOperation::kFLOOR_DIV:
+    {
         if (y == 0) { *ok = false; return 0; }
-        return (x >= 0) == (y > 0) ? x / y : -((-x + y - 1) / y);
+        int64_t q = x / y;
+        if (x % y != 0 && ((x < 0) != (y < 0))) --q;  // round toward negative infinity
+        return q;
+    }
     case DimensionOperation::kCEIL_DIV:
         if (y <= 0 || x < 0) { *ok = false; return 0; }
         return (x + y - 1) / y;
@@ -398,9 +404,9 @@ struct ExprBuilder final : IExprBuilder
 };
 ExprBuilder gBuilder;
 
-// -- launch parameters and extra arguments: the plugin sets ISymExpr objects that Python
-// made; their values are read when they are set, so nothing here depends on how long
-// they live after getLaunchParams returns.
+// -- launch parameters and extra arguments: the plugin sets ISymExpr objects made in
+// Python (NVIDIA binds them nodelete, so they are never freed); their values are read
+// when they are set all the same, so nothing here depends on how long they live.
 struct SymValue
 {
     int32_t set{0};
@@ -466,6 +472,7 @@ struct SymExprsImpl final : ISymExprsImpl
     {
         if (n < 0 || n > kMaxExtra) return false;
         count = n;
+        for (int32_t i = 0; i < kMaxExtra; ++i) value[i] = SymValue{};
         return true;
     }
 };
