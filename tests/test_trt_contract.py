@@ -167,6 +167,49 @@ def test_every_tensorrt_name_exists_in_each_version(version: str) -> None:
         assert sorted(plugin_api - defined) == [], f"tensorrt.plugin {version} defines none of these"
 
 
+def attribute_chains(path: str) -> set[tuple[str, tuple[str, ...]]]:
+    """(class, names) for every attribute read on a TensorRT root in ``path``:
+    ``trt.A.B`` -> ("tensorrt", (A, B)); ``config.x`` / ``self.engine.x`` -> (its class, (x,))."""
+    out = set()
+    for node in ast.walk(ast.parse((REPO / path).read_text())):
+        chain = _chain(node) if isinstance(node, ast.Attribute) else None
+        if not chain:
+            continue
+        if chain[0] == "trt":
+            out.add(("tensorrt", tuple(chain[1:])))
+        elif chain[0] in ROOT_CLASS:
+            out.add((ROOT_CLASS[chain[0]], (chain[1],)))
+        elif chain[0] == "self" and len(chain) > 2 and chain[1] in TRT_SELF:
+            out.add((ROOT_CLASS[chain[1]], (chain[2],)))
+    return out
+
+
+def resolve_on_real_module(version: str, chains) -> dict[str, bool]:
+    cmd = [sys.executable, str(REPO / "tests" / "trt_signatures.py"), version, "--attributes"]
+    proc = subprocess.run(cmd, input=json.dumps([[c, list(n)] for c, n in sorted(chains)]), capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_every_tensorrt_attribute_resolves_on_the_real_module(version: str) -> None:
+    """Every attribute swinedge reads on a TensorRT object (enum members, properties,
+    methods) exists on NVIDIA's imported module of ``version``, looked up on the class the
+    variable holds (``getattr``, not the .so's strings, where any tail of a name matches);
+    names behind a hasattr/getattr gate are exempt. Planted typos are reported missing."""
+    _, gated, _, _ = _all_touched()
+    chains = set()
+    for path in TRT_FILES:
+        if path == PLUGIN_FILE and not trt_bindings.has_plugin_package(version):
+            continue  # imported only where the plugin is used (>= 10.9)
+        chains |= {c for c in attribute_chains(path) if not set(c[1]) & gated}
+    assert ("tensorrt", ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED")) in chains and ("IBuilderConfig", ("builder_optimization_level",)) in chains
+    planted = {("IBuilderConfig", ("optimization_level",)), ("tensorrt", ("NetworkDefinitionCreationFlag", "ONGLY_TYPED"))}
+    found = resolve_on_real_module(version, chains | planted)
+    assert [k for k in ("IBuilderConfig.optimization_level", "tensorrt.NetworkDefinitionCreationFlag.ONGLY_TYPED") if found[k]] == []
+    missing = sorted(".".join([c, *n]) for c, n in chains if not found[".".join([c, *n])])
+    assert missing == [], f"TensorRT {version} has none of these"
+
+
 def test_gated_names_exist_somewhere_and_gates_decide_correctly() -> None:
     """Names behind hasattr/getattr may be absent, but each exists in some version
     (no typo hides behind a gate), and the gates pick the plugin path where it exists."""
@@ -278,6 +321,31 @@ def test_call_scan_sees_the_tensorrt_calls() -> None:
             ("Runtime", "deserialize_cuda_engine")} <= sites  # fmt: skip
     by_file = {c.path for c in _all_call_sites()}
     assert {"swinedge/engine.py", "swinedge/runners/trt_runner.py", "swinedge/benchmarks/gpu_attention.py"} <= by_file
+
+
+# Receivers in TRT_FILES whose methods share a name with a TensorRT method but are not TensorRT's.
+NOT_TENSORRT = {"TrtVersion", "onnx.shape_inference", "pending.fields", "acc[t]"}
+
+
+def test_call_scan_misses_no_tensorrt_method_call() -> None:
+    """Every call in the scanned files whose method name NVIDIA's newest module binds on a
+    class the scan knows (184 names) is a scanned call site, or its receiver is listed as
+    not TensorRT's: an alias (``ctx = self.context``) or a new receiver name fails here."""
+    version = require_bindings(VERSIONS[-1])
+    classes = sorted(set(ROOT_CLASS.values()) - {"tensorrt"})
+    cmd = [sys.executable, str(REPO / "tests" / "trt_signatures.py"), version, "--methods"]
+    proc = subprocess.run(cmd, input=json.dumps(classes), capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    methods = {m for names in json.loads(proc.stdout.strip().splitlines()[-1]).values() for m in names}
+    assert {"set_input_shape", "execute_async_v3", "build_serialized_network"} <= methods
+    seen = {(c.path, c.line, c.method) for c in _all_call_sites()}
+    unseen = []
+    for path in TRT_FILES:
+        for node in ast.walk(ast.parse((REPO / path).read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods:
+                if (path, node.lineno, node.func.attr) not in seen and ast.unparse(node.func.value) not in NOT_TENSORRT:
+                    unseen.append(f"{path}:{node.lineno} {ast.unparse(node.func)}")
+    assert unseen == [], "calls the signature scan does not see (add the receiver to ROOT_CLASS, or to NOT_TENSORRT)"
 
 
 def test_signature_check_catches_wrong_calls() -> None:

@@ -9,7 +9,9 @@ Run in a fresh process (one TensorRT version per process)::
 (``["tensorrt", "Builder"]``: a module-level name; a class means its constructor) prints
 ``{"IExecutionContext.set_input_shape": [{"params": [...], "returns": "bool"}, ...]}``:
 one entry per overload, each parameter as ``{"name", "type", "default"}`` (``self``
-dropped). A missing class or method is ``null``.
+dropped). A missing class or method is ``null``. With ``--attributes`` it answers
+whether attribute chains resolve on the real module, with ``--methods`` which callables
+classes bind.
 """
 
 from __future__ import annotations
@@ -62,9 +64,35 @@ def parse_signatures(name: str, doc: str | None) -> list[dict]:
     return out
 
 
+def resolves(trt, root: str, chain: list[str]) -> bool:
+    """``trt.<chain...>`` (root "tensorrt") or ``<an object of class root>.<chain[0]>``."""
+    obj = trt if root == "tensorrt" else getattr(trt, root, None)
+    for name in chain:
+        if obj is None or not hasattr(obj, name):
+            return False
+        obj = getattr(obj, name)
+    return True
+
+
+def bound_methods(trt, classes: list[str]) -> dict[str, list[str]]:
+    """The public callables each class binds (what a call on it may name)."""
+    out = {}
+    for name in classes:
+        cls = getattr(trt, name, None)
+        out[name] = sorted(m for m in dir(cls) if not m.startswith("_") and callable(getattr(cls, m, None))) if cls is not None else []
+    return out
+
+
 def main() -> int:
     version = sys.argv[1]
     trt, _ = trt_bindings.load_tensorrt(version)
+    if len(sys.argv) > 2 and sys.argv[2] == "--attributes":
+        # stdin: [[root, [name, ...]], ...] -> {"root.name...": bool}
+        print(json.dumps({".".join([root, *chain]): resolves(trt, root, chain) for root, chain in json.load(sys.stdin)}))
+        return 0
+    if len(sys.argv) > 2 and sys.argv[2] == "--methods":
+        print(json.dumps(bound_methods(trt, json.load(sys.stdin))))
+        return 0
     wanted = json.load(sys.stdin)
     result: dict[str, list | None] = {}
     for cls_name, method in wanted:
