@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 
 from swinedge import __version__
 from swinedge.defaults import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION, MAX_TOP1_DROP, MIN_COSINE
-from swinedge.errors import SwinedgeError
+from swinedge.errors import SwinedgeError, os_error_message, os_error_text
 
 try:  # typer >= 0.20 parses with its own copy of click
     from typer._click import exceptions as click_errors
@@ -42,6 +42,7 @@ class OneLineErrors(TyperGroup):
         argv = list(sys.argv[1:] if args is None else args)
         try:
             _refuse_empty_values(argv)
+            _refuse_undecodable_names(argv)
             rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click_errors.NoArgsIsHelpError as e:
             e.show()
@@ -71,6 +72,20 @@ def _refuse_empty_values(argv: list[str]) -> None:
                 raise click_errors.UsageError("an argument is empty (''): give a name or a path")
 
 
+def _refuse_undecodable_names(argv: list[str]) -> None:
+    """A name that is not UTF-8 (``--out $'caf\\xe9.onnx'``) arrives with surrogates: it
+    cannot go into a manifest or a message, so it is refused before any work."""
+    for i, token in enumerate(argv):
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = token.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            before = argv[i - 1] if i and argv[i - 1].startswith("-") and "=" not in argv[i - 1] else ""
+            raise click_errors.UsageError(
+                f"{before + ' ' if before else ''}'{shown}' is not a UTF-8 name: rename it (or choose another name) in UTF-8"
+            ) from None
+
+
 app = typer.Typer(
     cls=OneLineErrors,
     name="swinedge",
@@ -79,9 +94,42 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+class StdoutFailed(SwinedgeError):
+    """Standard output could not be written (a full device, a closed pipe)."""
+
+
+def _stdout_failed(e: OSError) -> StdoutFailed:
+    """Once stdout has failed, what is still buffered for it is dropped (fd 1 becomes
+    /dev/null), so the interpreter's last flush cannot print a second complaint."""
+    with contextlib.suppress(Exception):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return StdoutFailed(f"cannot write to standard output: {os_error_text(e)}")
+
+
+class _Stdout:
+    """``sys.stdout`` as it is now (tests swap it), with a failed write a user error."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stdout.write(text)
+        except OSError as e:
+            raise _stdout_failed(e) from None
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except OSError as e:
+            raise _stdout_failed(e) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sys.stdout, name)
+
+
 # Piped or logged, rich would wrap tables at 80 columns; 120 keeps each row on a line
 # (COLUMNS, when set, still wins).
-out = Console(width=None if os.environ.get("COLUMNS") or sys.stdout.isatty() else 120)
+out = Console(file=_Stdout(), width=None if os.environ.get("COLUMNS") or sys.stdout.isatty() else 120)  # type: ignore[arg-type]
 err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,6 +145,9 @@ def user_errors(fn: F) -> F:
         except SwinedgeError as e:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as e:  # disk full, permissions, a read-only folder: the user's to fix
+            err.print(f"[bold red]error:[/] {escape(os_error_message(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             # Outputs are written atomically and scratch folders are removed on the way
             # out: an interrupted command leaves no partial file behind.
@@ -107,7 +158,9 @@ def user_errors(fn: F) -> F:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    stdout = _Stdout()
+    stdout.write(json.dumps(obj, indent=2) + "\n")
+    stdout.flush()
 
 
 def _version_callback(value: bool) -> None:
@@ -164,6 +217,12 @@ def build(
     ),
 ) -> None:
     """Build a variant (optionally from pretrained weights) into a self-describing checkpoint."""
+    from swinedge.io import check_output_file, require_file
+
+    # Paths first: a missing checkpoint or an unwritable --out costs no model build.
+    if weights is not None:
+        require_file(weights, "checkpoint")
+    check_output_file(out_path)
     from swinedge.models import build_backbone_checkpoint, build_checkpoint
 
     if features:
@@ -878,7 +937,7 @@ def run_cmd(
     with err.status("starting") as st:
         summary = run_pipeline(
             out_dir, model=model, weights=weights, calib=calib, calib_size=calib_size, data=data, batches=batches, iters=iters,
-            labels_file=labels, status=lambda m: st.update(escape(m)),
+            labels_file=labels, status=lambda m: st.update(escape(m)), warn=warn,
         )
     table = Table(title=f"accuracy: {summary['model']} on {summary['eval_data']}", box=box.SIMPLE_HEAD, title_justify="left")
     for col in ("precision", "top-1", "drop", "top-1 agree", "cosine", "verify"):
@@ -899,8 +958,61 @@ def run_cmd(
 
 
 def _terminated(signum: int, frame: Any) -> None:
-    """SIGTERM unwinds like Ctrl-C, so temp folders and partial files are cleaned up."""
+    """SIGTERM and SIGHUP (a dropped ssh session) unwind like Ctrl-C, so temp folders and
+    partial files are cleaned up."""
     raise KeyboardInterrupt
+
+
+# Options naming a file or folder the command writes: leftovers of killed runs are
+# collected in the folder the output goes to (beside it) before the command starts.
+OUTPUT_OPTIONS = ("--out", "-o", "--chart", "--timing-cache")
+DEFAULT_OUTPUTS = {"run": "swinedge-out/run", "benchmark": "swinedge-out/benchmark"}
+
+
+def _output_folders(argv: list[str]) -> list[Path]:
+    folders: list[Path] = []
+    given = False
+    for i, token in enumerate(argv):
+        value = None
+        if token in OUTPUT_OPTIONS and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif token.startswith("--") and "=" in token and token.split("=", 1)[0] in OUTPUT_OPTIONS:
+            value = token.split("=", 1)[1]
+        if value:
+            given |= token.split("=", 1)[0] in ("--out", "-o")
+            folders.append(Path(value).parent)
+    command = next((t for t in argv if not t.startswith("-")), None)
+    if not given and command in DEFAULT_OUTPUTS:
+        folders.append(Path(DEFAULT_OUTPUTS[command]).parent)
+    return folders
+
+
+def collect_leftovers(argv: list[str]) -> None:
+    """Before a command: remove the temp folders (under TMPDIR) and the partial outputs
+    (in the folders it writes to) that swinedge processes killed with no chance to clean
+    up (SIGKILL, the OOM killer, a power cut) left, saying so in one line each.
+    `swinedge doctor` only lists them."""
+    import tempfile
+
+    from swinedge import io
+
+    io.leftover_report = lambda message: err.print(f"note: {message}", highlight=False, markup=False, soft_wrap=True)
+    if "doctor" in argv:
+        return
+    with contextlib.suppress(Exception):  # collecting is a courtesy: it never stops a command
+        io.remove_stale_leftovers(tempfile.gettempdir(), temp=True)
+    for folder in _output_folders(argv):
+        with contextlib.suppress(Exception):
+            if folder.is_dir():
+                io.remove_stale_leftovers(folder)
+
+
+def _home_missing() -> bool:
+    try:
+        Path.home()
+    except (RuntimeError, KeyError, OSError):
+        return True
+    return not os.environ.get("HOME") and not Path.home().is_dir()
 
 
 def run() -> None:  # console-script entry point
@@ -909,17 +1021,35 @@ def run() -> None:  # console-script entry point
     from swinedge.io import private_workspace
 
     signal.signal(signal.SIGTERM, _terminated)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _terminated)
     # The whole command gets a private temp dir: what libraries leave there (ONNX Runtime
     # writes a session marker when its sessions are destroyed) goes when the command ends.
+    code: Any = 0
     try:
-        with private_workspace("swinedge-run-"):
+        collect_leftovers(sys.argv[1:])
+        with private_workspace("swinedge-run-") as scratch:
+            if _home_missing() and not os.environ.get("MPLCONFIGDIR"):
+                # No home folder (a container's --user): matplotlib's cache goes with the command.
+                os.environ["MPLCONFIGDIR"] = str(scratch / "matplotlib")
             try:
                 app()
+            except SystemExit as e:
+                code = e.code
             finally:
                 gc.collect()  # destroy library sessions while the private temp dir is current
+        sys.stdout.flush()
     except KeyboardInterrupt:  # outside a command (while parsing options): same answer
         err.print("interrupted")
         sys.exit(130)
+    except SwinedgeError as e:  # the private temp dir could not be made
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:  # the last flush of stdout: a full device, a closed pipe
+        failure = _stdout_failed(e)
+        err.print(f"[bold red]error:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,26 @@ def train_digits_model(
     return model, summary
 
 
+def check_cache_dir(cache_dir: str | Path) -> Path:
+    """The cache folder, checked before any training: a folder (or one that can be
+    created) that this user can write; otherwise a one-line error naming SWINEDGE_CACHE."""
+    import os
+
+    from swinedge.errors import SwinedgeError
+
+    cache_dir = Path(cache_dir)
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise SwinedgeError(f"the cache {cache_dir} is a file, not a folder: remove it or set SWINEDGE_CACHE to a folder")
+    parent = cache_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SwinedgeError(f"the cache {cache_dir} cannot be created: {parent} is a file (set SWINEDGE_CACHE to a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SwinedgeError(f"the cache {cache_dir} is not writable (check {parent}'s permissions or set SWINEDGE_CACHE)")
+    return cache_dir
+
+
 def digits_checkpoint(
     cache_dir: str | Path, *, model: str = DIGITS_MODEL, epochs: int = 50, seed: int = 0, progress=None
 ) -> tuple[Path, dict]:
@@ -195,6 +215,7 @@ def digits_checkpoint(
     info_path = path.with_name(path.name + ".train.json")
     if path.exists() and info_path.exists():
         return path, json.loads(info_path.read_text())
+    check_cache_dir(cache_dir)  # before the minute of training, not after it
     net, summary = train_digits_model(model, epochs=epochs, seed=seed, progress=progress)
     save_checkpoint(net, path, name=model, source={"file": "sklearn.datasets.load_digits", "train": summary})
     from swinedge.io import write_json_atomic

@@ -116,4 +116,27 @@ def run_checks() -> list[Check]:
     )
     timm = _version("timm")
     checks.append(Check("timm", "ok" if timm else "warn", timm or "not installed", "" if timm else "optional: timm parity tests"))
+    checks.append(leftovers_check())
     return checks
+
+
+def leftovers_check(folders: list[Path] | None = None) -> Check:
+    """Temp folders (under TMPDIR) and partial outputs (here and in ./swinedge-out) left
+    by swinedge processes that were killed before they could clean up."""
+    from swinedge.io import find_leftovers, outer_tempdir
+
+    temp = str(outer_tempdir())  # TMPDIR as given, not the command's own private folder
+    where = folders if folders is not None else [Path("."), Path("swinedge-out")]
+    found = find_leftovers(temp, temp=True)
+    for folder in where:
+        found += find_leftovers(folder)
+    if not found:
+        return Check("leftovers", "ok", f"none in {temp} or {', '.join(map(str, where))}")
+    stale = [f"{p} (process {pid} gone)" for p, pid in found if pid is not None]
+    older = [f"{p} (an older swinedge's, no process id)" for p, pid in found if pid is None]
+    fix = []
+    if stale:
+        fix.append("the next swinedge command writing there removes those of gone processes")
+    if older:
+        fix.append("delete the older ones by hand once no swinedge is running")
+    return Check("leftovers", "warn", f"{len(found)} left by interrupted runs: " + "; ".join(stale + older), "; ".join(fix))

@@ -27,12 +27,32 @@ from swinedge.verify import (
 )
 
 
-def default_cache_dir() -> Path:
-    """Where trained embedded models are cached: $SWINEDGE_CACHE or ~/.cache/swinedge."""
+def default_cache_dir(warn: Callable[[str], None] | None = None) -> Path:
+    """Where trained embedded models are cached: $SWINEDGE_CACHE, $XDG_CACHE_HOME/swinedge
+    or ~/.cache/swinedge. With no home folder (HOME unset and no passwd entry for the uid,
+    a container started with ``--user``): a folder for this user in the temp dir, with one
+    warning (the model is trained again when the temp dir is cleared)."""
     env = os.environ.get("SWINEDGE_CACHE")
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "swinedge"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "swinedge"
+    home = None
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry
+        pass
+    if home is not None and (os.environ.get("HOME") or home.is_dir()) and str(home) not in ("", "/", "~"):
+        return home / ".cache" / "swinedge"
+    from swinedge.io import outer_tempdir
+
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    fallback = outer_tempdir() / f"swinedge-cache-{uid}"
+    if warn is not None:
+        warn(f"no home folder (HOME is unset and uid {uid} has no passwd entry): caching the digits model in {fallback}; "
+             "set SWINEDGE_CACHE to keep it elsewhere")  # fmt: skip
+    return fallback
 
 
 def digits_accuracy(
@@ -52,11 +72,14 @@ def digits_accuracy(
     """
     from swinedge.digits import digits_checkpoint
 
+    from swinedge.digits import check_cache_dir
+
     say = status or (lambda _msg: None)
     workdir = Path(workdir)
     if checkpoint is None:
+        cache = check_cache_dir(default_cache_dir())
         say("training the digits model (cached after the first run)")
-        checkpoint, _ = digits_checkpoint(default_cache_dir())
+        checkpoint, _ = digits_checkpoint(cache)
     say("exporting")
     fp32 = export_onnx(checkpoint, workdir / "digits.fp32.onnx").onnx_path
     pre = Preprocess(32)
@@ -142,6 +165,7 @@ def run_pipeline(
     iters: int = 10,
     labels_file: str | Path | None = None,
     status: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """build -> export -> quantize INT8 + FP16 -> verify -> engines (where TensorRT is)
     -> benchmark -> one report (JSON + markdown + chart) in ``out_dir``.
@@ -171,12 +195,21 @@ def run_pipeline(
     check_image_source(data, "--data")
     if model is None and weights is not None:
         raise SwinedgeError("--weights needs a MODEL name to load them into")
+    if weights is not None:
+        from swinedge.io import require_file
+
+        require_file(weights, "checkpoint")
+    cache = None
+    if model is None:  # the cache is checked before training, not after it
+        from swinedge.digits import check_cache_dir
+
+        cache = check_cache_dir(default_cache_dir(warn))
     cuda = torch.cuda.is_available()
     batches = batches or ([1, 8, 32] if cuda else [1, 8])
     # Everything is made in a private folder beside --out that becomes --out only when
     # the run is complete: a failed or interrupted run leaves no half report behind.
     with atomic_folder(out_dir) as work:
-        summary = _run_in(work, model, weights, calib, calib_size, data, batches, iters, labels_file, say)
+        summary = _run_in(work, model, weights, calib, calib_size, data, batches, iters, labels_file, say, cache)
         summary = _relocated(summary, str(work), str(out_dir))
         files = write_report(summary["benchmark"], work, title=f"swinedge run: {summary['model']}")
         md = _run_markdown(summary) + "\n" + Path(files["markdown"]).read_text()
@@ -208,6 +241,7 @@ def _run_in(
     iters: int,
     labels_file: str | Path | None,
     say: Callable[[str], None],
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     from swinedge.bench import benchmark_artifacts
     from swinedge.models import build_checkpoint
@@ -216,7 +250,7 @@ def _run_in(
         say("digits model: training once, then cached")
         from swinedge.digits import digits_checkpoint
 
-        checkpoint, train = digits_checkpoint(default_cache_dir())
+        checkpoint, train = digits_checkpoint(cache or default_cache_dir())
         eval_data, calib_data, model_name = data or "digits", calib or "digits-train", "digits (swin_nano_patch2_window4_32)"
         calib_size = calib_size or 128
     else:
