@@ -217,12 +217,11 @@ def build(
     ),
 ) -> None:
     """Build a variant (optionally from pretrained weights) into a self-describing checkpoint."""
-    from swinedge.io import check_output_file, require_file
+    from swinedge.io import require_file
 
-    # Paths first: a missing checkpoint or an unwritable --out costs no model build.
+    # Paths first: a missing checkpoint costs no model build.
     if weights is not None:
         require_file(weights, "checkpoint")
-    check_output_file(out_path)
     from swinedge.models import build_backbone_checkpoint, build_checkpoint
 
     if features:
