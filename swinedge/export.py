@@ -170,9 +170,9 @@ def export_onnx(
                 expected = model(dummy)
             expected = [t.numpy() for t in expected] if backbone else [expected.numpy()]
             got = run_onnx_cpu(tmp, dummy.numpy(), attention == "plugin", all_outputs=True)
-            max_abs = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+            max_abs = _max_abs_err(got, expected, output_names, source)
         else:
-            max_abs = any_size_parity(tmp, model, input_sizes, n, attention == "plugin")
+            max_abs = any_size_parity(tmp, model, input_sizes, n, attention == "plugin", source)
         batch_dim = "batch" if static_batch is None else static_batch
         if backbone:
             from swinedge.data import FitPadPreprocess
@@ -236,7 +236,25 @@ def model_any_size(model: Any, on: bool):
         model.set_any_size(False)
 
 
-def any_size_parity(path: Path, model: Any, sizes: list[tuple[int, int]], batch: int, with_plugin: bool) -> float:
+def _max_abs_err(got: list[np.ndarray], expected: list[np.ndarray], names: list[str], source: Any, at: str = "") -> float:
+    """The largest abs difference over the outputs; one that is not finite (NaN or Inf in
+    the model's own output or in the graph's) is a failure, never a parity: the export
+    writes nothing."""
+    worst = 0.0
+    for name, g, e in zip(names, got, expected):
+        err = float(np.abs(g - e).max()) if g.size else 0.0
+        if not math.isfinite(err):
+            whose = "the torch model's" if not np.isfinite(e).all() else "the graph's"
+            what = source if isinstance(source, (str, Path)) else "the model"
+            raise SwinedgeError(
+                f"export of {what} failed: {whose} output '{name}'{at} is not finite (max abs err vs torch on onnxruntime: {err}), "
+                "so the graph cannot be checked: its weights overflow float32 or hold NaN/Inf; nothing was written"
+            )
+        worst = max(worst, err)
+    return worst
+
+
+def any_size_parity(path: Path, model: Any, sizes: list[tuple[int, int]], batch: int, with_plugin: bool, source: Any = None) -> float:
     """Max abs difference, over ``sizes``, between the any-size graph run at each size on
     ONNX Runtime and the model built at that size on its own (fixed geometry, the code
     path of a one-size export): the graph must serve every size it claims."""
@@ -251,7 +269,8 @@ def any_size_parity(path: Path, model: Any, sizes: list[tuple[int, int]], batch:
         with torch.no_grad():
             expected = [t.numpy() for t in reference(x)]
         got = run_onnx_cpu(path, x.numpy(), with_plugin, all_outputs=True)
-        worst = max(worst, *(float(np.abs(g - e).max()) for g, e in zip(got, expected)))
+        names = model.config.output_names()
+        worst = max(worst, _max_abs_err(got, expected, names, source, at=f" at {format_size((h, w))}"))
     return worst
 
 
@@ -343,6 +362,8 @@ def onnx_info(path: str | Path, proto: onnx.ModelProto | None = None) -> dict[st
     manifest = read_manifest(path, kind="onnx")
     if manifest is not None:
         _check_onnx_manifest(manifest, path, described=f"its manifest {Path(path).name}.json gives an input of")
+        if proto is not None:
+            check_manifest_against_graph(manifest, proto, path)
         return manifest
     if proto is None:
         proto = load_onnx(path)
@@ -368,3 +389,35 @@ def _check_onnx_manifest(info: dict[str, Any], path: str | Path, described: str)
         raise SwinedgeError(
             f"{path}: its manifest {Path(path).name}.json gives 'preprocess' as {info['preprocess']!r}, not a mapping: re-create it with swinedge export"
         )
+
+
+def _dims(value_info: Any) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_manifest_against_graph(manifest: dict[str, Any], proto: onnx.ModelProto, path: str | Path) -> None:
+    """The names (and fixed sizes) a graph's manifest gives are the graph's own: its input,
+    its output(s). A manifest copied beside another graph, or edited, is a one-line error."""
+    where = f"{path}: its manifest {Path(path).name}.json"
+    redo = "the manifest belongs to another graph or was edited: re-create it with swinedge export (or swinedge quantize)"
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    inp = manifest.get("input") if isinstance(manifest.get("input"), dict) else {}
+    if inputs and inp.get("name") is not None and inp["name"] != inputs[0].name:
+        raise SwinedgeError(f"{where} gives input '{inp['name']}', but the graph's input is '{inputs[0].name}': {redo}")
+    shape = inp.get("shape")
+    if inputs and isinstance(shape, list):
+        dims = _dims(inputs[0])
+        clash = len(dims) != len(shape) or any(isinstance(a, int) and isinstance(b, int) and a > 0 and a != b for a, b in zip(shape, dims))
+        if clash:
+            shown = [d if d is not None else "?" for d in dims]
+            raise SwinedgeError(f"{where} gives input shape {shape}, but the graph's is {shown}: {redo}")
+    graph_outputs = [o.name for o in proto.graph.output]
+    named = []
+    if isinstance(manifest.get("output"), dict) and manifest["output"].get("name") is not None:
+        named.append(manifest["output"]["name"])
+    named += [o["name"] for o in manifest.get("outputs") or [] if isinstance(o, dict) and o.get("name") is not None]
+    for name in named:
+        if name not in graph_outputs:
+            listed = ", ".join(f"'{n}'" for n in graph_outputs)
+            raise SwinedgeError(f"{where} gives output '{name}', but the graph's outputs are {listed}: {redo}")

@@ -265,6 +265,7 @@ def calibration_set_for(
 
     check_image_source(calib, "--calib")
     info = onnx_info(onnx_path)
+    refuse_unknown_preprocessing(onnx_path, info, preprocess_overrides)
     shape = info["input"]["shape"]
     spec = {"img_size": int(shape[2]), "in_chans": int(shape[1]), "preprocess": info.get("preprocess")}
     if info.get("task") == "backbone":
@@ -283,6 +284,25 @@ def calibration_set_for(
         for k, ((h, w), n) in enumerate(zip(sizes, shares))
     ]
     return SizedStreams(streams, sizes)
+
+
+def refuse_unknown_preprocessing(onnx_path: str | Path, info: dict, overrides: dict | None) -> None:
+    """A graph whose manifest does not say how its images are preprocessed (no manifest
+    at all: a graph from another tool) is calibrated only with the preprocessing given:
+    assuming ImageNet's would calibrate a ViT/DeiT graph (mean = std = 0.5) on wrong inputs."""
+    if info.get("preprocess") is not None:
+        return
+    given = {k for k, v in (overrides or {}).items() if v is not None}
+    wanted = ("mean", "std") if info.get("task") == "backbone" else ("mean", "std", "resize")
+    missing = [f"--{k}" for k in wanted if k not in given]
+    if not missing:
+        return
+    why = "has a manifest that gives no preprocessing" if manifest_path(onnx_path).exists() else "has no manifest"
+    raise SwinedgeError(
+        f"{onnx_path} {why} ({manifest_path(onnx_path).name}) saying how its images are preprocessed: give "
+        f"{', '.join(missing[:-1]) + ' and ' if len(missing) > 1 else ''}{missing[-1]} (the mean, std and resize its model "
+        "was trained with), or quantize the graph swinedge export wrote, with its manifest"
+    )
 
 
 def check_output(onnx_path: str | Path, out: str | Path, opts: QuantizeOptions) -> Path:
@@ -409,7 +429,8 @@ def quantize_onnx(
             opset=base.get("opset"),
             input=base.get("input"),
             output=base.get("output"),
-            preprocess=base.get("preprocess"),
+            # a graph without a manifest: the preprocessing it was calibrated with, given on the command line
+            preprocess=base.get("preprocess") if base.get("preprocess") is not None else calibration.get("preprocess"),
             **{k: base[k] for k in ("task", "outputs", "input_size", "input_sizes") if k in base},
             quantization={
                 "tool": "modelopt.onnx.autocast" if opts.precision == "fp16" else "modelopt.onnx.quantization",

@@ -94,7 +94,28 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     if meta is not None and manifest_path(path).exists():
         # A swinedge checkpoint: the manifest written beside it must describe these bytes.
         read_manifest(path, kind="checkpoint")
+    refuse_non_finite(state, path)
     return RawCheckpoint(state, meta, path, sha256_file(path))
+
+
+def refuse_non_finite(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """A one-line error naming the first floating-point tensor (in file order) that holds
+    NaN or Inf: a model built from it computes NaN, and every later step would pass it on.
+    Derived buffers (never loaded) are not looked at."""
+    for key, t in state.items():
+        if not t.is_floating_point() or any(key.endswith(b) for b in _DERIVED_BUFFERS):
+            continue
+        finite = torch.isfinite(t)
+        if bool(finite.all()):
+            continue
+        nan = int(torch.isnan(t).sum())
+        inf = int(t.numel() - int(finite.sum()) - nan)
+        what = " and ".join(f"{n} {name}" for n, name in ((nan, "NaN"), (inf, "Inf")) if n)
+        holds = "NaN" if nan else "Inf"
+        raise SwinedgeError(
+            f"{path}: tensor '{key}' holds {holds} ({what} of {t.numel()} values): these weights are damaged "
+            "(a diverged training run or a bad conversion); give a checkpoint with finite weights"
+        )
 
 
 def _unwrap(obj: Any) -> dict[str, torch.Tensor]:

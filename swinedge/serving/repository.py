@@ -195,13 +195,15 @@ def _describe_plan(path: Path, name: str) -> ServedModel:
 def _describe_onnx(path: Path, name: str, options: RepositoryOptions) -> ServedModel:
     import onnx
 
-    from swinedge.export import load_onnx
+    from swinedge.export import check_manifest_against_graph, load_onnx
     from swinedge.manifest import read_manifest
     from swinedge.ops.onnx_plugin import plugin_nodes
     from swinedge.runners.ort_runner import has_qdq
 
-    manifest = read_manifest(path, kind="onnx")
+    manifest = read_manifest(path, kind="onnx")  # checked against the schema
     proto = load_onnx(path)
+    if manifest is not None:
+        check_manifest_against_graph(manifest, proto, path)  # ... and against the graph
     if plugin_nodes(proto):
         raise SwinedgeError(
             f"{path} has swinedge plugin nodes, which only TensorRT runs: serve the engine built from it (swinedge build-engine), "
