@@ -293,7 +293,7 @@ def test_plan_and_manifest_are_written_together(tmp_path: Path, monkeypatch) -> 
 
     other = tmp_path / "engines" / "n.plan"
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(SwinedgeError, match="cannot write .*n.plan: No space left on device"):
+    with pytest.raises(SwinedgeError, match="cannot write .*n.plan: no space left on the device: free some space or write elsewhere"):
         write_artifact_with_manifest("tensorrt-engine", other, b"PLAN")
     monkeypatch.setattr(os, "replace", real)
     assert calls == ["n.plan.json", "n.plan"]  # manifest first: never a plan nobody describes
