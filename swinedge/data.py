@@ -28,9 +28,11 @@ import contextlib
 import csv
 import json
 import math
+import numbers
 import os
 import random
 import re
+import stat
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,48 @@ DEFAULT_PHOTOS = (
 )
 
 
+_REBUILD = "the manifest was edited or is damaged; export the graph (or build the checkpoint) again to rewrite it"
+
+
+def _spec_dict(spec: Any) -> dict:
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise SwinedgeError(f"the manifest's preprocess entry must be an object, got {type(spec).__name__}: {_REBUILD}")
+    return spec
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """A manifest's size field: a positive integer (not a string, a bool or a float)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise SwinedgeError(f"the manifest's {name} must be a positive integer, got {value!r}: {_REBUILD}")
+    if value > 1_000_000:
+        raise SwinedgeError(f"the manifest's {name} must be at most 1,000,000, got {value}: {_REBUILD}")
+    return int(value)
+
+
+def _interpolation(value: Any) -> str:
+    if not isinstance(value, str) or value not in INTERPOLATIONS:
+        raise SwinedgeError(f"the manifest's preprocess.interpolation must be one of {', '.join(INTERPOLATIONS)}, got {value!r}: {_REBUILD}")
+    return value
+
+
+def _channel_values(value: Any, name: str, channels: int, *, positive: bool = False) -> tuple[float, ...]:
+    """mean/std from a manifest: one finite number per channel (std > 0); export writes
+    three for any model, of which a one-channel model uses the first."""
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) in (channels, 3)
+        and len(value) >= channels
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+    if not ok:
+        raise SwinedgeError(f"the manifest's {name} must be {max(channels, 3)} finite numbers (one per channel), got {value!r}: {_REBUILD}")
+    if positive and min(value) <= 0:
+        raise SwinedgeError(f"the manifest's {name} must be {channels} numbers > 0 (it divides every pixel), got {list(value)!r}: {_REBUILD}")
+    return tuple(float(v) for v in value)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """timm's eval transform; the defaults are those of ImageNet-trained Swin."""
@@ -78,14 +122,16 @@ class Preprocess:
     @classmethod
     def from_spec(cls, img_size: int, channels: int, spec: dict | None) -> "Preprocess":
         """From an artifact manifest's ``preprocess`` entry (``swinedge.export.preprocess_spec``)."""
-        spec = spec or {}
+        spec = _spec_dict(spec)
+        img_size, channels = _positive_int(img_size, "img_size"), _positive_int(channels, "in_chans")
+        resize = spec.get("resize")
         return cls(
-            int(img_size),
-            resize=int(spec["resize"]) if spec.get("resize") else None,
-            interpolation=spec.get("interpolation", "bicubic"),
-            mean=tuple(spec.get("mean", IMAGENET_MEAN)),
-            std=tuple(spec.get("std", IMAGENET_STD)),
-            channels=int(channels),
+            img_size,
+            resize=None if resize is None else _positive_int(resize, "preprocess.resize"),
+            interpolation=_interpolation(spec.get("interpolation", "bicubic")),
+            mean=_channel_values(spec.get("mean", IMAGENET_MEAN), "preprocess.mean", channels),
+            std=_channel_values(spec.get("std", IMAGENET_STD), "preprocess.std", channels, positive=True),
+            channels=channels,
         )
 
     def with_overrides(
@@ -116,6 +162,13 @@ class Preprocess:
             if key in changes and len(changes[key]) == 1:
                 changes[key] = changes[key] * self.channels
         return dataclasses.replace(self, **changes)
+
+    def budget_error(self, width: int, height: int) -> str | None:
+        """Why an image of this header size is refused (its resized size would exceed
+        :data:`swinedge.transforms.MAX_RESIZED_PIXELS`), or None."""
+        from swinedge.transforms import resize_budget_error
+
+        return resize_budget_error(width, height, self.resize_size)
 
     def serving_record(self) -> dict:
         """Everything :func:`swinedge.transforms.transform_from_record` needs (JSON)."""
@@ -151,14 +204,17 @@ class FitPadPreprocess:
 
     @classmethod
     def from_spec(cls, size: tuple[int, int] | list[int], channels: int, spec: dict | None) -> "FitPadPreprocess":
-        spec = spec or {}
+        spec = _spec_dict(spec)
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise SwinedgeError(f"the manifest's input size must be [height, width], got {size!r}: {_REBUILD}")
+        channels = _positive_int(channels, "in_chans")
         return cls(
-            int(size[0]),
-            int(size[1]),
-            interpolation=spec.get("interpolation", "bilinear"),
-            mean=tuple(spec.get("mean", IMAGENET_MEAN)),
-            std=tuple(spec.get("std", IMAGENET_STD)),
-            channels=int(channels),
+            _positive_int(size[0], "input size (height)"),
+            _positive_int(size[1], "input size (width)"),
+            interpolation=_interpolation(spec.get("interpolation", "bilinear")),
+            mean=_channel_values(spec.get("mean", IMAGENET_MEAN), "preprocess.mean", channels),
+            std=_channel_values(spec.get("std", IMAGENET_STD), "preprocess.std", channels, positive=True),
+            channels=channels,
         )
 
     def with_overrides(
@@ -214,9 +270,14 @@ class ImageSet:
     skipped: int = 0
     class_names: list[str] | None = None
     preprocess: Preprocess | None = None
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (name, why) of each skipped file
+    note: str | None = None  # the warning line naming them
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def skipped_note(self) -> str | None:
+        return self.note
 
     def describe(self) -> dict:
         return _describe(self.source, len(self), self.labels is not None, self.skipped, self.preprocess)
@@ -268,12 +329,25 @@ class _FileReader:
         return str(p)
 
     def decode(self, i: int) -> "PIL.Image.Image":  # noqa: F821
+        """The image as a viewer shows it (:func:`swinedge.transforms.viewed`: EXIF
+        orientation applied, 16-bit, palette, alpha and CMYK made 8-bit RGB); its size is
+        checked against the preprocessing's pixel budget from the header, before decoding."""
         from PIL import Image, UnidentifiedImageError
 
+        from swinedge.transforms import viewed
+
+        path = self.paths[i]
+        with contextlib.suppress(OSError):  # a missing file is reported as unreadable below
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise SwinedgeError(f"{self.name(i)} is {_file_kind(path)}, not an image file: image sources take regular files only")
         try:
-            with Image.open(self.paths[i]) as im:
+            with Image.open(path) as im:
+                why = self.preprocess.budget_error(*im.size) if hasattr(self.preprocess, "budget_error") else None
+                if why is not None:
+                    raise SwinedgeError(f"{self.name(i)} {why}: crop the image or remove it from the set")
                 im.load()
-                return im.copy()
+                out = viewed(im, getattr(self.preprocess, "channels", 3))
+                return im.copy() if out is im else out
         except UnidentifiedImageError:
             raise UnreadableImage("not an image") from None
         except FileNotFoundError:
@@ -337,7 +411,9 @@ def read_class_names(path: str | Path) -> list[str]:
     (``#`` comments), or a JSON list of names."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise SwinedgeError(f"--labels {path} is {_file_kind(path)}, not a file of class names")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Excel, Notepad) is not part of the first name; CRLF is split below
     except (OSError, UnicodeDecodeError) as e:
         raise SwinedgeError(f"cannot read --labels {path}: {e.strerror or e}") from None
     if path.suffix.lower() == ".json":
@@ -397,10 +473,73 @@ def folder_label_map(folders: list[str], where: str, class_names: list[str] | No
     )
 
 
+def _file_kind(path: str | Path) -> str:
+    """'a FIFO', 'a socket', 'a device', ... for a path that is not a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "missing"
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):  # fmt: skip
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _not_regular(path: Path, flag: str) -> SwinedgeError:
+    return SwinedgeError(f"{flag}{path} is {_file_kind(path)}, not an image file: image sources take regular files only (a pipe would hang the read)")
+
+
+def _walk_images(root: Path) -> list[Path]:
+    """Image files under ``root``, recursively, following symlinked folders and files.
+    A symlink back to a folder it sits in (a loop) is an error naming it; a dangling link
+    with an image suffix is listed (and reported as missing when read); a FIFO, socket or
+    device with an image suffix is an error (reading it would hang)."""
+    files: list[Path] = []
+    try:
+        top = os.stat(root)
+    except OSError as e:
+        raise SwinedgeError(f"cannot list {root}: {e.strerror or e}") from None
+    stack: list[tuple[Path, frozenset]] = [(root, frozenset({(top.st_dev, top.st_ino)}))]
+    while stack:
+        folder, ancestors = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            raise SwinedgeError(f"cannot list {folder}: {e.strerror or e}") from None
+        for entry in entries:
+            path = Path(entry.path)
+            image_name = path.suffix.lower() in IMAGE_SUFFIXES
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                try:
+                    st = entry.stat()
+                except OSError as e:
+                    raise SwinedgeError(f"cannot list {path}: {e.strerror or e}") from None
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    raise SwinedgeError(
+                        f"{path} is a symlink loop (it links to {os.path.realpath(path)}, a folder it sits in): remove the link"
+                    )
+                stack.append((path, ancestors | {key}))
+            elif is_file:
+                if image_name:
+                    files.append(path)
+            elif image_name:
+                if os.path.lexists(path) and os.path.exists(path):
+                    raise _not_regular(path, "")
+                files.append(path)  # a dangling link: reported as missing when read
+    return sorted(files)
+
+
 def _list_folder(root: Path) -> tuple[list[Path], list[str] | None]:
-    """Image files under ``root`` (recursive, sorted) and, when every file sits in a
-    subfolder, each file's top folder (its class)."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files under ``root`` (recursive, symlinked folders followed, sorted) and,
+    when every file sits in a subfolder, each file's top folder (its class)."""
+    files = _walk_images(root)
     tops = [p.relative_to(root).parts for p in files]
     if files and all(len(t) > 1 for t in tops):
         return files, [t[0] for t in tops]
@@ -411,7 +550,7 @@ def _read_manifest(path: Path) -> tuple[list[Path], list[int] | None]:
     entries: list[tuple[str, str | None]] = []
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
             if not isinstance(data, list):
                 raise SwinedgeError(f"manifest {path}: expected a JSON list of {{'path': ..., 'label': ...}}")
             for item in data:
@@ -422,13 +561,17 @@ def _read_manifest(path: Path) -> tuple[list[Path], list[int] | None]:
                 else:
                     raise SwinedgeError(f"manifest {path}: entries need a 'path'")
         else:
-            with open(path, newline="") as f:
+            with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel's UTF-8 CSV) is not part of the first path
                 for row in csv.reader(line for line in f if line.strip() and not line.lstrip().startswith("#")):
                     if row:
                         entries.append((row[0].strip(), row[1].strip() if len(row) > 1 and row[1].strip() else None))
     except (OSError, ValueError, UnicodeDecodeError, csv.Error) as e:
         raise SwinedgeError(f"cannot read manifest {path}: {e}") from None
     paths = [(path.parent / p) if not os.path.isabs(p) else Path(p) for p, _ in entries]
+    for p in paths:  # before any read: opening a FIFO blocks forever
+        with contextlib.suppress(OSError):  # missing files are reported as unreadable when read
+            if not stat.S_ISREG(os.stat(p).st_mode):
+                raise _not_regular(p, f"manifest {path} lists ")
     raw = [lab for _, lab in entries]
     if any(lab is not None for lab in raw):
         if any(lab is None for lab in raw):
@@ -513,8 +656,20 @@ class ImageStream:
                 f"({len(skipped)} unreadable, e.g. {skipped[0][0]}): lower the image count or add images"
             )
         if skipped and warn is not None:
-            replaced = " (others read in their place)" if self.size is not None else ""
-            warn(f"skipped {len(skipped)} unreadable file(s) in {self.where}{replaced}: {shown}")
+            warn(self._skipped_note(skipped))
+
+    def _skipped_note(self, skipped: list[tuple[str, str]]) -> str:
+        shown = ", ".join(f"{name} ({why})" for name, why in skipped[:3])
+        shown += f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        replaced = " (others read in their place)" if self.size is not None else ""
+        return f"skipped {len(skipped)} unreadable file(s) in {self.where}{replaced}: {shown}"
+
+    def skipped_note(self) -> str | None:
+        """The one warning line for the files the last whole pass skipped (None when it
+        skipped none). ``self.skipped`` holds them, (name, why) each: a caller that read the
+        stream where its warnings could not be seen (modelopt's calibration runs with stderr
+        redirected) reports them afterwards with ``report_skipped(stream, warn)``."""
+        return self._skipped_note(self.skipped) if self.skipped else None
 
     def batches(self, batch: int, *, warn: Callable[[str], None] | None = None) -> Iterator[Batch]:
         """Preprocessed batches of up to ``batch`` images, in a fixed order."""
@@ -560,11 +715,28 @@ class ImageStream:
             len(self.skipped),
             self.class_names,
             self.preprocess,
+            list(self.skipped),
+            self.skipped_note(),
         )
 
     def describe(self, delivered: int | None = None) -> dict:
         count = delivered if delivered is not None else len(self) - (0 if self.size is not None else len(self.skipped))
         return _describe(self.source, count, self.labelled, len(self.skipped), self.preprocess)
+
+
+def report_skipped(images: Any, warn: Callable[[str], None] | None) -> int:
+    """Tell ``warn`` (one line per stream) which files the last pass over ``images``
+    skipped as unreadable: an :class:`ImageStream`, an :class:`ImageSet` from one, or
+    anything with ``streams`` (``swinedge.quantize.SizedStreams``). Returns how many."""
+    streams = getattr(images, "streams", None) or [images]
+    total = 0
+    for stream in streams:
+        note = stream.skipped_note() if hasattr(stream, "skipped_note") else None
+        if note is not None:
+            total += stream.skipped if isinstance(stream.skipped, int) else len(stream.skipped)
+            if warn is not None:
+                warn(note)
+    return total
 
 
 def _pick(count: int, size: int | None, seed: int) -> tuple[list[int], list[int]]:
@@ -585,6 +757,9 @@ def check_image_source(source: str | Path | None, flag: str) -> None:
         return
     if not Path(source).exists():
         raise SwinedgeError(f"{flag} {source}: not found (give a folder, a manifest file, 'default', 'digits' or 'digits-train')")
+    mode = os.stat(source).st_mode
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise _not_regular(Path(source), f"{flag} ")
 
 
 def open_images(
@@ -623,6 +798,8 @@ def open_images(
         root = Path(src)
         if not root.exists():
             raise SwinedgeError(f"image source not found: {root} (give a folder, a manifest file, 'default', 'digits' or 'digits-train')")
+        if not (root.is_dir() or root.is_file()):
+            raise _not_regular(root, "")
         if root.is_dir():
             where = f"{root} (recursive; {', '.join(s[1:] for s in IMAGE_SUFFIXES)})"
             paths, folders = _list_folder(root)
