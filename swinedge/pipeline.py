@@ -108,7 +108,7 @@ def digits_accuracy(
 
 
 def compare_graphs(
-    checkpoint: str | Path, graphs: list[tuple[str, Path | None]], images: ImageStream
+    checkpoint: str | Path, graphs: list[tuple[str, Path | None]], images: ImageStream, warn: Callable[[str], None] | None = None
 ) -> list[tuple[str, Path | None, Comparison]]:
     """Each ONNX graph against the float torch model on ``images``, streamed: the
     reference runs once into a scratch file, then each graph batch by batch.
@@ -116,7 +116,7 @@ def compare_graphs(
     A ``None`` path compares the reference with itself (a row for the table)."""
     with tempfile.TemporaryDirectory(prefix="swinedge-compare-") as scratch:
         with TorchRunner(checkpoint) as torch_runner:
-            reference, labels = stream_logits(torch_runner, images, Path(scratch) / "reference.npy", 128)
+            reference, labels = stream_logits(torch_runner, images, Path(scratch) / "reference.npy", 128, warn=warn)  # skipped images said once
         out = []
         for label, path in graphs:
             comparer = LogitComparer()
@@ -265,7 +265,7 @@ def _run_in(
     fp32 = export_onnx(checkpoint, work / "model.fp32.onnx").onnx_path
     say("quantizing INT8 (calibrating on CPU)")
     pre_images = calibration_set_for(fp32, calib_data, calib_size, 0)
-    int8 = quantize_onnx(fp32, work / "model.int8.onnx", QuantizeOptions(precision="int8", high_precision_dtype="fp32"), images=pre_images).onnx_path
+    int8 = quantize_onnx(fp32, work / "model.int8.onnx", QuantizeOptions(precision="int8", high_precision_dtype="fp32"), images=pre_images, warn=warn).onnx_path
     say("guarded INT8: aggressive placement, blocks restored until within budget")
     from swinedge.guard import Budget, guarded_quantize
 
@@ -287,7 +287,7 @@ def _run_in(
         graphs.append(("int8 guarded onnx", guarded.onnx_path))
     accuracy = [
         {"precision": label, "artifact": str(path), "top1_reference": c.top1_reference, **_metrics(c), "passed": not check_thresholds(c, MAX_TOP1_DROP, MIN_COSINE)}
-        for label, path, c in compare_graphs(checkpoint, graphs, eval_images)
+        for label, path, c in compare_graphs(checkpoint, graphs, eval_images, warn)
     ]
     artifacts = [str(checkpoint), str(fp32), str(fp16), str(int8), *([str(guarded.onnx_path)] if guarded is not None else [])]
     engines: list[dict[str, Any]] = []

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import onnx
 
-from swinedge.data import ImageSet, ImageStream, check_image_source, open_images, preprocess_for_spec, tile_batch
+from swinedge.data import ImageSet, ImageStream, check_image_source, open_images, report_skipped, preprocess_for_spec, tile_batch
 from swinedge.defaults import DEFAULT_KEEP_FP32_FOR_FP16, DEFAULT_KEEP_HIGH_PRECISION
 from swinedge.errors import MissingDependencyError, SwinedgeError
 from swinedge.export import load_onnx, onnx_info
@@ -367,6 +367,8 @@ def quantize_onnx(
                 )
             if on_batch is not None:
                 on_batch(min(len(images), calib_batch))
+            if warn is not None:
+                report_skipped(images, warn)
             onnx.save(model, str(tmp))
         else:
             excluded_nodes = []
@@ -394,6 +396,8 @@ def quantize_onnx(
                     log_level="CRITICAL",
                 )
             written = scratch / "quantized.onnx"
+            if warn is not None:
+                report_skipped(images, warn)  # after the quiet block: a warning inside it is swallowed
             if not written.exists() or written.stat().st_size == 0:
                 raise SwinedgeError("modelopt wrote no output graph; rerun with a smaller --calib-size to see its log")
             graph = onnx.load(str(written))

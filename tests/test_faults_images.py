@@ -167,6 +167,20 @@ def test_skipped_image_is_one_warning_line_in_verify(made: Path, tmp_path: Path,
     assert len(warnings) == 1 and "skipped 1 unreadable" in warnings[0] and "zz.png" in warnings[0], result.stderr
 
 
+@pytest.mark.parametrize("precision", ["int8"])  # fp16's AutoCast reads one batch: it may never meet the file
+def test_skipped_calibration_image_is_one_warning_line_in_quantize(made: Path, tmp_path: Path, monkeypatch, precision: str) -> None:
+    """Calibration runs with modelopt's stderr redirected: the skipped file is reported
+    after it, once."""
+    box = Sandbox(tmp_path, made, monkeypatch)
+    box.need("m.onnx")
+    (box.work / "imgs" / "zz.png").write_bytes(b"not a png")
+    argv = f"quantize m.onnx --precision {precision} --calib imgs --calib-size 3 --out q.onnx"
+    result = box.invoke(Case(tuple(shlex.split(argv)), ""))
+    assert result.exit_code == 0, result.output
+    warnings = [ln for ln in result.stderr.splitlines() if "skipped" in ln and "unreadable" in ln]
+    assert len(warnings) == 1 and "zz.png" in warnings[0], result.stderr
+
+
 # -- the stream records what it skipped (for callers whose stderr is redirected) --------------------------
 def _rgb(path: Path, colour=(200, 100, 50), size=(40, 30)) -> None:
     Image.new("RGB", size, colour).save(path)
