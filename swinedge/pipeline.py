@@ -209,7 +209,7 @@ def run_pipeline(
     # Everything is made in a private folder beside --out that becomes --out only when
     # the run is complete: a failed or interrupted run leaves no half report behind.
     with atomic_folder(out_dir) as work:
-        summary = _run_in(work, model, weights, calib, calib_size, data, batches, iters, labels_file, say, cache)
+        summary = _run_in(work, model, weights, calib, calib_size, data, batches, iters, labels_file, say, cache, warn)
         summary = _relocated(summary, str(work), str(out_dir))
         files = write_report(summary["benchmark"], work, title=f"swinedge run: {summary['model']}")
         md = _run_markdown(summary) + "\n" + Path(files["markdown"]).read_text()
@@ -242,6 +242,7 @@ def _run_in(
     labels_file: str | Path | None,
     say: Callable[[str], None],
     cache: Path | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     from swinedge.bench import benchmark_artifacts
     from swinedge.models import build_checkpoint

@@ -10,7 +10,6 @@ the raw values the test wrote, never with the code under test.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shlex
@@ -28,7 +27,7 @@ from PIL import Image
 from swinedge.data import FitPadPreprocess, Preprocess, open_images, read_class_names, report_skipped
 from swinedge.errors import SwinedgeError
 from swinedge.transforms import MAX_RESIZED_PIXELS, viewed
-from test_fuzz_cli import MICRO, Case, Hung, Sandbox, _unfreeze_gc, _write_small_files, case, problems_of, runner  # noqa: F401
+from test_fuzz_cli import MICRO, Case, Sandbox, _unfreeze_gc, _write_small_files, case, run_case, runner  # noqa: F401
 
 from swinedge.cli import app
 
@@ -139,22 +138,7 @@ CASES = [
 
 @pytest.mark.parametrize("c", CASES)
 def test_bad_image_source_is_a_one_line_error_that_touches_nothing(c, made: Path, tmp_path: Path, monkeypatch) -> None:
-    box = Sandbox(tmp_path, made, monkeypatch)
-    box.need_named_in(c.args)
-    if c.setup is not None:
-        c.setup(box)
-    before = box.snapshot()
-    try:
-        result = box.invoke(c)
-        problems = problems_of(result, c.fragment, c.absent)
-    except Hung as e:
-        problems = [f"stopped by the test: {e}"]
-    (work_before, tmp_before), (work_after, tmp_after) = before, box.snapshot()
-    if [k for k in work_before if work_after.get(k) != work_before[k]]:
-        problems.append("inputs changed or removed")
-    if [k for k in work_after if k not in work_before] or [k for k in tmp_after if k not in tmp_before]:
-        problems.append(f"left behind: {sorted(set(work_after) - set(work_before))} {sorted(set(tmp_after) - set(tmp_before))}")
-    assert not problems, f"swinedge {shlex.join(c.args)}\n  " + "\n  ".join(problems)
+    run_case(c, made, tmp_path, monkeypatch)
 
 
 def test_skipped_image_is_one_warning_line_in_verify(made: Path, tmp_path: Path, monkeypatch) -> None:

@@ -824,8 +824,10 @@ def test_case_ids_are_unique() -> None:
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
 
 
-@pytest.mark.parametrize("c", ALL)
-def test_bad_input_is_a_one_line_error_that_touches_nothing(c: Case, made: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def run_case(c: Case, made: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: Callable | None = None) -> None:
+    """Run one case in its own sandbox and assert what every case asserts (exit 2, one
+    ``error:`` line with the fragment, inputs unchanged, nothing left in the work folder or
+    the temp dir); ``extra(result)`` may name more problems."""
     box = Sandbox(tmp_path, made, monkeypatch)
     box.need_named_in(c.args)
     if c.setup is not None:
@@ -834,6 +836,8 @@ def test_bad_input_is_a_one_line_error_that_touches_nothing(c: Case, made: Path,
     try:
         result = box.invoke(c)
         problems = problems_of(result, c.fragment, c.absent)
+        if not problems and extra is not None:
+            problems += extra(result)
     except Hung as e:
         problems = [f"stopped by the test: {e}"]
     after = box.snapshot()
@@ -849,3 +853,8 @@ def test_bad_input_is_a_one_line_error_that_touches_nothing(c: Case, made: Path,
     if new_tmp:
         problems.append(f"left in the temp dir: {new_tmp}")
     assert not problems, f"swinedge {shlex.join(c.args)}\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("c", ALL)
+def test_bad_input_is_a_one_line_error_that_touches_nothing(c: Case, made: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_case(c, made, tmp_path, monkeypatch)

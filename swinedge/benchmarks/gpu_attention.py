@@ -256,14 +256,15 @@ def build_attention_engine(graph: Path, input_shape: tuple[int, ...], timing_cac
 def _trt_ms(g: WindowGeometry, qkv, bias, pad, iters: int, workdir: Path) -> float:
     """TensorRT's own attention for ``g`` (no plugin) on the benchmark's qkv, timed like the
     other columns: events, L2 flush and launches on the stream the engine runs on."""
-    from swinedge.engine import require_tensorrt
+    from swinedge.engine import require_tensorrt, trt_constructing
 
     trt = require_tensorrt()
     batch = qkv.shape[0]
     stem = f"attn_{g.height}x{g.width}_w{g.window}_s{g.shift}_h{g.num_heads}_d{g.head_dim}"
     graph = write_attention_onnx(g, workdir / f"{stem}.onnx", bias=bias, pad_qkv=pad, dtype=qkv.dtype)
     plan = build_attention_engine(graph, tuple(qkv.shape), workdir / "timing.cache")
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    with trt_constructing("a runtime"):
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise SwinedgeError(f"TensorRT could not deserialize the plan it built for {stem}")
