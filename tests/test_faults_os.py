@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from test_user_files import MICRO, SWINEDGE, Sandbox, _sha, _tree, _wait_for, one_line_error
+from test_user_files import MICRO, SWINEDGE, Sandbox, _interrupt_leaves_nothing, _sha, _tree, _wait_for, one_line_error
 
 from swinedge.cli import app
 
@@ -284,10 +284,7 @@ def test_sighup_during_export_cleans_up_like_sigterm(box: Sandbox) -> None:
     before = box.snapshot()
     proc = box.start("export", MICRO, "--out", "out/e.onnx")
     _wait_for(proc, lambda: _export_partial(box), "the partial export file")
-    proc.send_signal(signal.SIGHUP)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr, stderr[-800:]
-    assert box.snapshot() == before
+    _interrupt_leaves_nothing(box, proc, signal.SIGHUP, before)
 
 
 @pytest.mark.slow

@@ -122,6 +122,15 @@ def test_outputs_over_inputs_are_refused_before_any_work(box: Sandbox, args: lis
     assert box.snapshot() == before
 
 
+def _interrupt_leaves_nothing(box: Sandbox, proc: subprocess.Popen, sig: int, before) -> None:
+    """Send ``sig``: the command says it was interrupted (exit 130, no traceback) and the
+    work folder and temp dir are as ``before``."""
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr, stderr[-800:]
+    assert box.snapshot() == before
+
+
 # -- interrupted runs leave nothing ------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -133,10 +142,7 @@ def test_interrupted_quantize_leaves_the_file_system_as_it_found_it(box: Sandbox
         assert proc.poll() is None and time.monotonic() < deadline, "quantize ended before it could be interrupted"
         time.sleep(0.05)
     time.sleep(1.0)
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr
-    assert box.snapshot() == before
+    _interrupt_leaves_nothing(box, proc, sig, before)
 
 
 def _wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 180) -> None:
@@ -169,10 +175,7 @@ def test_ctrl_c_at_several_points_leaves_the_file_system_as_it_found_it(box: San
         "verification has begun": lambda: any(box.tmp.glob("swinedge-run-*")) and time.sleep(3.0) is None,
     }[point]
     _wait_for(proc, ready, point)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr, stderr[-800:]
-    assert box.snapshot() == before
+    _interrupt_leaves_nothing(box, proc, signal.SIGINT, before)
 
 
 # -- fixed-batch graphs ---------------------------------------------------------------------------------
