@@ -1006,18 +1006,10 @@ def collect_leftovers(argv: list[str]) -> None:
                 io.remove_stale_leftovers(folder)
 
 
-def _home_missing() -> bool:
-    try:
-        Path.home()
-    except (RuntimeError, KeyError, OSError):
-        return True
-    return not os.environ.get("HOME") and not Path.home().is_dir()
-
-
 def run() -> None:  # console-script entry point
     import gc
 
-    from swinedge.io import private_workspace
+    from swinedge.io import home_folder, private_workspace
 
     signal.signal(signal.SIGTERM, _terminated)
     if hasattr(signal, "SIGHUP"):
@@ -1028,7 +1020,7 @@ def run() -> None:  # console-script entry point
     try:
         collect_leftovers(sys.argv[1:])
         with private_workspace("swinedge-run-") as scratch:
-            if _home_missing() and not os.environ.get("MPLCONFIGDIR"):
+            if home_folder() is None and not os.environ.get("MPLCONFIGDIR"):
                 # No home folder (a container's --user): matplotlib's cache goes with the command.
                 os.environ["MPLCONFIGDIR"] = str(scratch / "matplotlib")
             try:

@@ -315,6 +315,18 @@ def check_output_folder(
     return folder
 
 
+def home_folder() -> Path | None:
+    """The user's home folder, or None where there is none (HOME unset and no passwd
+    entry for the uid: a container started with ``--user``)."""
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError, OSError):
+        return None
+    if (os.environ.get("HOME") or home.is_dir()) and str(home) not in ("", "/", "~"):
+        return home
+    return None
+
+
 _outer_tempdir: str | None = None
 
 

@@ -38,14 +38,11 @@ def default_cache_dir(warn: Callable[[str], None] | None = None) -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg:
         return Path(xdg) / "swinedge"
-    home = None
-    try:
-        home = Path.home()
-    except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry
-        pass
-    if home is not None and (os.environ.get("HOME") or home.is_dir()) and str(home) not in ("", "/", "~"):
+    from swinedge.io import home_folder, outer_tempdir
+
+    home = home_folder()
+    if home is not None:
         return home / ".cache" / "swinedge"
-    from swinedge.io import outer_tempdir
 
     uid = os.getuid() if hasattr(os, "getuid") else "user"
     fallback = outer_tempdir() / f"swinedge-cache-{uid}"
